@@ -1,0 +1,48 @@
+"""netdrops-collector: install into Netdata, uninstall, or run the external plugin."""
+
+import argparse
+import logging
+import sys
+
+from . import __version__
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="netdrops-collector",
+        description="Netdata collector for receive-path packet drops: install it into Netdata, "
+                    "remove it, or run the external plugin.")
+    parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p_install = sub.add_parser("install", help="install the collector, its configuration and alarms into Netdata")
+    p_install.add_argument("--netdata", metavar="DIR",
+                           help="Netdata installation root to use (default: detect /, /opt/netdata)")
+    p_install.add_argument("--mode", choices=("auto", "python.d", "plugin"), default="auto",
+                           help="python.d module or external plugin (auto: python.d where Netdata has it)")
+    p_install.add_argument("--no-health", action="store_true", help="do not install the alarms")
+    p_install.add_argument("--dry-run", action="store_true", help="print what would be written, change nothing")
+
+    p_uninstall = sub.add_parser("uninstall", help="remove exactly what install put there")
+    p_uninstall.add_argument("--netdata", metavar="DIR", help="Netdata installation root")
+    p_uninstall.add_argument("--dry-run", action="store_true", help="print what would be removed")
+
+    p_plugin = sub.add_parser("plugin", help="run the external plugin, writing Netdata's protocol to stdout")
+    p_plugin.add_argument("update_every", nargs="?", help="seconds between collections")
+
+    args = parser.parse_args(argv)
+    if args.command == "plugin":
+        from .plugin import main as plugin_main
+        return plugin_main([args.update_every] if args.update_every else [])
+    if args.command in ("install", "uninstall"):
+        from . import install
+        logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
+        try:
+            if args.command == "install":
+                return install.install(args.netdata, args.mode, not args.no_health, args.dry_run)
+            return install.uninstall(args.netdata, args.dry_run)
+        except install.InstallError as error:
+            print("netdrops-collector: {0}".format(error), file=sys.stderr)
+            return 2
+    parser.print_help()
+    return 2

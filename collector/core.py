@@ -1,0 +1,265 @@
+"""The collector core: one tick reads the kernel and returns every dimension's value.
+
+Front-ends (the python.d module, the external plugin, the advisor's kernel sampler) call
+`collect()` once per tick, then `take_changes()` for charts to create or mark obsolete.
+"""
+
+import logging
+
+from . import charts, snmp, softnet, tuning
+from .charts import PRECISION
+from .counters import WRAP64, MonotonicCounter
+from .config import matches
+from .hostfs import HostFS
+from .links import KINDS
+from .sources import open_source
+
+log = logging.getLogger("netdrops")
+
+ZERO_STATS = (0, 0, 0, 0, 0, 0)
+
+
+def counter_delta(new, old):
+    """Delta of a 64-bit interface counter; a smaller value means the counter was reset."""
+    return new - old if new >= old else new
+
+
+class Changes:
+    __slots__ = ("created", "dims_added", "obsoleted")
+
+    def __init__(self):
+        self.created = []      # Chart objects to announce (with their dims)
+        self.dims_added = []   # (Chart, Dim) for charts already announced
+        self.obsoleted = []    # Chart objects to mark obsolete
+
+    def __bool__(self):
+        return bool(self.created or self.dims_added or self.obsoleted)
+
+
+class CpuCounters:
+    __slots__ = ("processed", "dropped", "squeeze", "rps")
+
+    def __init__(self, row):
+        self.processed = MonotonicCounter(row.processed)
+        self.dropped = MonotonicCounter(row.dropped)
+        self.squeeze = MonotonicCounter(row.time_squeeze)
+        self.rps = MonotonicCounter(row.received_rps or 0)
+
+
+class IfaceCharts:
+    """An interface with charts of its own: its charts and its running totals."""
+    __slots__ = ("link", "charts", "inbound", "outbound", "missed", "fifo", "ratio")
+
+    def __init__(self, link, chart_list):
+        self.link = link
+        self.charts = chart_list
+        self.inbound = self.outbound = self.missed = self.fifo = 0
+        self.ratio = 0
+
+
+class Collector:
+    def __init__(self, cfg, hostfs=None, source=None):
+        self.cfg = cfg
+        self.hostfs = hostfs or HostFS.from_env(cfg.get("host_prefix"))
+        self.source = source or open_source(cfg["interface_source"], self.hostfs)
+        self.host_charts = {c.id: c for c in charts.host_charts()}
+        self.changes = Changes()
+        self.changes.created.extend(self.host_charts.values())
+        self.announced = False
+        self.values = {}
+        self.cpus = {}
+        self.softnet_totals = {"dropped": 0, "squeeze": 0, "rps": 0}
+        self.cpu_ids_guessed = False
+        self.kind_totals = dict.fromkeys(KINDS, 0)
+        self.socket_counters = None
+        self.iface_prev = None
+        self.ifaces = {}
+        self.tuning = {}
+        self.ticks = 0
+        self.next_priority = charts.PRIORITY_BASE + 100
+
+    def close(self):
+        self.source.close()
+
+    # -- public --------------------------------------------------------------------------
+
+    def collect(self):
+        """Read everything once; returns {dimension id: int}."""
+        values = {}
+        if self.ticks % max(1, self.cfg["tuning_every"] // self.cfg["update_every"]) == 0:
+            self._read_tuning()
+        self._collect_softnet(values)
+        self._collect_interfaces(values)
+        self._collect_sockets(values)
+        self._put_tuning(values)
+        self.ticks += 1
+        self.values = values
+        return values
+
+    def take_changes(self):
+        changes, self.changes = self.changes, Changes()
+        self.announced = True
+        return changes
+
+    # -- softnet -------------------------------------------------------------------------
+
+    def _collect_softnet(self, values):
+        rows = softnet.read_softnet(self.hostfs)
+        if not self.cpu_ids_guessed and softnet.row_ids_are_guesses(rows, self.hostfs):
+            self.cpu_ids_guessed = True
+            log.warning("%s has no CPU id column and a CPU is offline: per-CPU dimensions are "
+                        "numbered by row, not by CPU id", self.hostfs.path(softnet.SOFTNET_PATH))
+        backlog_max = self.tuning.get("netdev_max_backlog") or 0
+        totals = self.softnet_totals
+        for row in rows:
+            cpu = self.cpus.get(row.cpu)
+            if cpu is None:
+                cpu = self.cpus[row.cpu] = CpuCounters(row)
+                self._add_cpu_dims(row.cpu, row.backlog_len is not None)
+            else:
+                totals["dropped"] += cpu.dropped.update(row.dropped)
+                totals["squeeze"] += cpu.squeeze.update(row.time_squeeze)
+                cpu.processed.update(row.processed)
+                if row.received_rps is not None:
+                    totals["rps"] += cpu.rps.update(row.received_rps)
+            name = charts.cpu_dim_name(row.cpu)
+            values["softnet_dropped_" + name] = cpu.dropped.total
+            values["softnet_squeeze_" + name] = cpu.squeeze.total
+            values["softnet_processed_" + name] = cpu.processed.total
+            if row.backlog_len is not None and backlog_max > 0:
+                values["softnet_backlog_fill_" + name] = row.backlog_len * 100 * PRECISION // backlog_max
+        values["softnet_dropped_total"] = totals["dropped"]
+        values["softnet_squeeze_total"] = totals["squeeze"]
+        values["softnet_processed_rps_ipis"] = totals["rps"]
+
+    def _add_cpu_dims(self, cpu, has_backlog):
+        name = charts.cpu_dim_name(cpu)
+        for chart_id, (algorithm, divisor) in charts.CPU_DIM_CHARTS.items():
+            if chart_id == "softnet_backlog_fill" and not has_backlog:
+                continue
+            chart = self.host_charts[chart_id]
+            dim = chart.add_dim(name, algorithm=algorithm, divisor=divisor)
+            if self.announced:
+                self.changes.dims_added.append((chart, dim))
+
+    # -- interfaces ----------------------------------------------------------------------
+
+    def _collect_interfaces(self, values):
+        source = self.source
+        stats = source.read()
+        first = self.iface_prev is None
+        prev = {} if first else self.iface_prev
+        for link in source.take_added():
+            if self._wants_chart_by_config(link):
+                self._chart_iface(link.ifindex, link)
+        for state in self.ifaces.values():
+            state.ratio = 0  # an interface that counted nothing this tick dropped 0 %
+
+        changed = []
+        for key, cur in stats.items():
+            old = prev.get(key)
+            if old is None:
+                if first:
+                    continue  # baseline: drops before the collector started are not ours
+                old = ZERO_STATS  # appeared since: everything it counted is new
+            elif old == cur:
+                continue
+            changed.append((key, old, cur))
+
+        if changed:
+            source.resolve([key for key, _o, _c in changed])
+        kind_totals = self.kind_totals
+        ifaces = self.ifaces
+        for key, old, cur in changed:
+            d_in = counter_delta(cur[2], old[2]) + counter_delta(cur[5], old[5])
+            d_out = counter_delta(cur[3], old[3])
+            link = source.link(key)
+            if d_in:
+                kind_totals[link.kind if link else "other"] += d_in
+            state = ifaces.get(key)
+            if state is None and (d_in or d_out) and link is not None:
+                state = self._chart_iface(key, link)
+            if state is not None:
+                state.inbound += d_in
+                state.outbound += d_out
+                state.missed += counter_delta(cur[5], old[5])
+                state.fifo += counter_delta(cur[4], old[4])
+                arrived = counter_delta(cur[0], old[0]) + d_in
+                state.ratio = d_in * 100 * PRECISION // arrived if arrived else 0
+
+        for key in [k for k in ifaces if k not in stats]:
+            self.changes.obsoleted.extend(ifaces.pop(key).charts)
+
+        for state in ifaces.values():
+            self._put_iface(values, state)
+        for kind, total in kind_totals.items():
+            values["drops_by_kind_" + kind] = total
+        self.iface_prev = stats
+
+    def _wants_chart_by_config(self, link):
+        if matches(link.name, self.cfg["exclude_interfaces"]):
+            return False
+        return (link.kind in self.cfg["chart_kinds"] or link.role in self.cfg["chart_kinds"]
+                or matches(link.name, self.cfg["chart_interfaces"]))
+
+    def _chart_iface(self, key, link):
+        if key in self.ifaces:
+            return self.ifaces[key]
+        if matches(link.name, self.cfg["exclude_interfaces"]):
+            return None
+        if len(self.ifaces) >= self.cfg["max_interface_charts"]:
+            return None
+        chart_list = charts.iface_charts(link, self.source.peer_name(link), self.source.master_name(link),
+                                         self.next_priority)
+        self.next_priority += 3
+        state = self.ifaces[key] = IfaceCharts(link, chart_list)
+        self.changes.created.extend(chart_list)
+        return state
+
+    @staticmethod
+    def _put_iface(values, state):
+        drops, ratio = state.charts[0], state.charts[1]
+        values[drops.dims[0].id] = state.inbound
+        values[drops.dims[1].id] = state.outbound
+        values[ratio.dims[0].id] = state.ratio
+        if len(state.charts) > 2:
+            loss = state.charts[2]
+            values[loss.dims[0].id] = state.missed
+            values[loss.dims[1].id] = state.fifo
+
+    # -- sockets and tuning --------------------------------------------------------------
+
+    def _collect_sockets(self, values):
+        try:
+            raw = snmp.read_socket_drops(self.hostfs)
+        except FileNotFoundError:
+            return
+        if self.socket_counters is None:
+            self.socket_counters = {k: MonotonicCounter(v, WRAP64) for k, v in raw.items()}
+        else:
+            for key, value in raw.items():
+                self.socket_counters[key].update(value)
+        for key, counter in self.socket_counters.items():
+            values["socket_drops_" + key] = counter.total
+
+    def _read_tuning(self):
+        self.tuning = tuning.read_sysctls(self.hostfs)
+        for state in self.ifaces.values():
+            try:
+                state.link.rps_on = tuning.rps_enabled(tuning.read_rps(self.hostfs, state.link.name))
+            except OSError:
+                pass
+
+    def _put_tuning(self, values):
+        for key in charts.TUNING_DIMS:
+            if key == "rps_interfaces":
+                continue
+            value = self.tuning.get(key)
+            if value is not None:
+                values["tuning_" + key] = value
+        values["tuning_rps_interfaces"] = self.rps_interface_count()
+
+    def rps_interface_count(self):
+        links = getattr(self.source, "links", None)
+        known = links.by_index.values() if links is not None else self.source.by_name.values()
+        return sum(1 for link in known if link.rps_on)

@@ -1,0 +1,259 @@
+"""A minimal rtnetlink client: one RTM_GETSTATS dump per tick, RTM_GETLINK when interfaces change.
+
+Only the standard library (socket, struct). Parsing is split from the socket: the parse_*
+functions take the raw bytes the kernel sent, so tests and fuzzers feed them directly.
+"""
+
+import errno
+import os
+import socket
+import struct
+
+from .errors import ParseError
+
+NETLINK_ROUTE = 0
+RTMGRP_LINK = 1
+
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+NLM_F_REQUEST = 0x1
+NLM_F_MULTI = 0x2
+NLM_F_DUMP = 0x300
+
+RTM_NEWLINK = 16
+RTM_DELLINK = 17
+RTM_GETLINK = 18
+RTM_NEWSTATS = 92
+RTM_GETSTATS = 94
+
+IFLA_IFNAME = 3
+IFLA_LINK = 5
+IFLA_MASTER = 10
+IFLA_LINKINFO = 18
+IFLA_NUM_RX_QUEUES = 32
+IFLA_LINK_NETNSID = 37
+IFLA_PARENT_DEV_NAME = 56
+IFLA_INFO_KIND = 1
+IFLA_INFO_SLAVE_KIND = 4
+IFLA_STATS_LINK_64 = 1
+NLA_TYPE_MASK = 0x3FFF  # strip NLA_F_NESTED / NLA_F_NET_BYTEORDER
+
+NLMSGHDR = struct.Struct("=IHHII")
+IFINFOMSG = struct.Struct("=BxHiII")
+IF_STATS_MSG = struct.Struct("=BxHII")
+RTATTR = struct.Struct("=HH")
+
+# nlmsghdr(16) + if_stats_msg(12) + rtattr(4), then rtnl_link_stats64 from offset 32. We read
+# rx_packets, tx_packets (fields 0-1), rx_dropped, tx_dropped (6-7), rx_fifo_errors and
+# rx_missed_errors (14-15) in one unpack; the rest of the struct is skipped.
+STATS_MSG = struct.Struct("=IH14xI4xHHQQ32xQQ48xQQ")
+STATS_MIN_LEN = STATS_MSG.size
+
+
+def align4(n):
+    return (n + 3) & ~3
+
+
+def build_request(msg_type, payload, seq, flags=NLM_F_REQUEST | NLM_F_DUMP):
+    return NLMSGHDR.pack(NLMSGHDR.size + len(payload), msg_type, flags, seq, 0) + payload
+
+
+class NetlinkError(OSError):
+    pass
+
+
+def split_messages(buf, source="netlink"):
+    """Yield (type, flags, offset, length) for each netlink message in one received buffer."""
+    off, end = 0, len(buf)
+    while off + NLMSGHDR.size <= end:
+        length, mtype, flags, _seq, _pid = NLMSGHDR.unpack_from(buf, off)
+        if length < NLMSGHDR.size or off + length > end:
+            raise ParseError(source, "truncated message (length {0} at offset {1})".format(length, off))
+        yield mtype, flags, off, length
+        off += align4(length)
+
+
+def check_error(buf, off, source="netlink"):
+    """An NLMSG_ERROR carries a negative errno (0 is an ACK)."""
+    if off + 20 > len(buf):
+        raise ParseError(source, "truncated error message")
+    (code,) = struct.unpack_from("=i", buf, off + 16)
+    if code:
+        raise NetlinkError(-code, os.strerror(-code))
+
+
+def parse_stats_buffer(buf, out, source="netlink RTM_GETSTATS"):
+    """Parse one received buffer of RTM_NEWSTATS messages into `out` {ifindex: stats tuple}.
+
+    The tuple is (rx_packets, tx_packets, rx_dropped, tx_dropped, rx_fifo_errors,
+    rx_missed_errors). Returns True when the dump's NLMSG_DONE was seen.
+    """
+    off, end = 0, len(buf)
+    unpack = STATS_MSG.unpack_from
+    while off + NLMSGHDR.size <= end:
+        length, mtype = struct.unpack_from("=IH", buf, off)
+        if length < NLMSGHDR.size or off + length > end:
+            raise ParseError(source, "truncated message (length {0} at offset {1})".format(length, off))
+        if mtype == RTM_NEWSTATS:
+            if length < STATS_MIN_LEN:
+                raise ParseError(source, "stats message of {0} bytes is too short".format(length))
+            _l, _t, ifindex, _alen, atype, rxp, txp, rxd, txd, fifo, missed = unpack(buf, off)
+            if atype & NLA_TYPE_MASK != IFLA_STATS_LINK_64:
+                raise ParseError(source, "unexpected attribute {0} for ifindex {1}".format(atype, ifindex))
+            out[ifindex] = (rxp, txp, rxd, txd, fifo, missed)
+        elif mtype == NLMSG_DONE:
+            return True
+        elif mtype == NLMSG_ERROR:
+            check_error(buf, off, source)
+        off += (length + 3) & ~3
+    return False
+
+
+def iter_attrs(buf, off, end):
+    while off + RTATTR.size <= end:
+        alen, atype = RTATTR.unpack_from(buf, off)
+        if alen < RTATTR.size or off + alen > end:
+            break
+        yield atype & NLA_TYPE_MASK, off + RTATTR.size, off + alen
+        off += align4(alen)
+
+
+def _cstr(buf, start, stop):
+    return bytes(buf[start:stop]).split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def _u32(buf, start, stop):
+    if stop - start < 4:
+        return None
+    return struct.unpack_from("=I", buf, start)[0]
+
+
+def _s32(buf, start, stop):
+    if stop - start < 4:
+        return None
+    return struct.unpack_from("=i", buf, start)[0]
+
+
+def parse_link_message(buf, off, length):
+    """One RTM_NEWLINK/RTM_DELLINK message -> dict of the attributes the collector uses."""
+    body = off + NLMSGHDR.size
+    if length < NLMSGHDR.size + IFINFOMSG.size:
+        raise ParseError("netlink RTM_GETLINK", "link message of {0} bytes is too short".format(length))
+    _family, arphrd, ifindex, flags, _change = IFINFOMSG.unpack_from(buf, body)
+    link = {"ifindex": ifindex, "arphrd": arphrd, "flags": flags, "name": None, "kind": None,
+            "slave_kind": None, "link": None, "master": None, "link_netnsid": None,
+            "parent_dev": None, "rx_queues": None}
+    for atype, start, stop in iter_attrs(buf, body + IFINFOMSG.size, off + length):
+        if atype == IFLA_IFNAME:
+            link["name"] = _cstr(buf, start, stop)
+        elif atype == IFLA_LINK:
+            link["link"] = _u32(buf, start, stop)
+        elif atype == IFLA_MASTER:
+            link["master"] = _u32(buf, start, stop)
+        elif atype == IFLA_LINK_NETNSID:
+            link["link_netnsid"] = _s32(buf, start, stop)
+        elif atype == IFLA_PARENT_DEV_NAME:
+            link["parent_dev"] = _cstr(buf, start, stop)
+        elif atype == IFLA_NUM_RX_QUEUES:
+            link["rx_queues"] = _u32(buf, start, stop)
+        elif atype == IFLA_LINKINFO:
+            for itype, istart, istop in iter_attrs(buf, start, stop):
+                if itype == IFLA_INFO_KIND:
+                    link["kind"] = _cstr(buf, istart, istop)
+                elif itype == IFLA_INFO_SLAVE_KIND:
+                    link["slave_kind"] = _cstr(buf, istart, istop)
+    return link
+
+
+def parse_link_buffer(buf, out_new, out_deleted, source="netlink RTM_GETLINK"):
+    """Parse a buffer of link messages; new/changed links go to out_new, deleted indexes to
+    out_deleted. Returns True when NLMSG_DONE was seen."""
+    for mtype, _flags, off, length in split_messages(buf, source):
+        if mtype == RTM_NEWLINK:
+            out_new.append(parse_link_message(buf, off, length))
+        elif mtype == RTM_DELLINK:
+            if length >= NLMSGHDR.size + IFINFOMSG.size:
+                out_deleted.append(IFINFOMSG.unpack_from(buf, off + NLMSGHDR.size)[2])
+        elif mtype == NLMSG_DONE:
+            return True
+        elif mtype == NLMSG_ERROR:
+            check_error(buf, off, source)
+    return False
+
+
+class RtNetlink:
+    """A NETLINK_ROUTE socket for dumps, and optionally one subscribed to link events."""
+
+    RECV_SIZE = 1 << 16
+
+    def __init__(self, subscribe_links=False):
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+        self.sock.bind((0, 0))
+        self.seq = 0
+        self.buf = bytearray(self.RECV_SIZE)
+        self.view = memoryview(self.buf)
+        self.events = None
+        if subscribe_links:
+            self.events = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+            self.events.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            self.events.bind((0, RTMGRP_LINK))
+            self.events.setblocking(False)
+
+    def close(self):
+        self.sock.close()
+        if self.events is not None:
+            self.events.close()
+
+    def _dump(self, msg_type, payload, parse_buffer):
+        self.seq += 1
+        self.sock.send(build_request(msg_type, payload, self.seq))
+        while True:
+            n = self.sock.recv_into(self.buf)
+            if parse_buffer(self.view[:n]):
+                return
+
+    def dump_stats(self, out=None):
+        """{ifindex: (rx_packets, tx_packets, rx_dropped, tx_dropped, rx_fifo, rx_missed)}."""
+        out = {} if out is None else out
+        payload = IF_STATS_MSG.pack(socket.AF_UNSPEC, 0, 0, 1 << (IFLA_STATS_LINK_64 - 1))
+        self._dump(RTM_GETSTATS, payload, lambda b: parse_stats_buffer(b, out))
+        return out
+
+    def dump_links(self):
+        links, deleted = [], []
+        payload = IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+        self._dump(RTM_GETLINK, payload, lambda b: parse_link_buffer(b, links, deleted))
+        return links
+
+    def get_link(self, ifindex):
+        """One interface's attributes, or None when it has vanished."""
+        self.seq += 1
+        payload = IFINFOMSG.pack(socket.AF_UNSPEC, 0, ifindex, 0, 0)
+        self.sock.send(build_request(RTM_GETLINK, payload, self.seq, NLM_F_REQUEST))
+        n = self.sock.recv_into(self.buf)
+        links, deleted = [], []
+        try:
+            parse_link_buffer(self.view[:n], links, deleted)
+        except NetlinkError as e:
+            if e.errno in (errno.ENODEV, errno.ENOENT):
+                return None
+            raise
+        return links[0] if links else None
+
+    def drain_link_events(self):
+        """Link changes since the last call: (new_or_changed, deleted_indexes, overflowed).
+
+        `overflowed` means the kernel dropped events (ENOBUFS): the caller must re-dump."""
+        links, deleted = [], []
+        if self.events is None:
+            return links, deleted, False
+        while True:
+            try:
+                n = self.events.recv_into(self.buf)
+            except BlockingIOError:
+                return links, deleted, False
+            except OSError as e:
+                if e.errno == errno.ENOBUFS:
+                    return links, deleted, True
+                raise
+            parse_link_buffer(self.view[:n], links, deleted, "netlink link event")

@@ -1,0 +1,121 @@
+"""netdrops.plugin: the standalone external plugin (Netdata v2 and anything without python.d).
+
+Netdata starts it as `netdrops.plugin <update_every>` and reads the plugins.d protocol from its
+stdout. It exits 0 when Netdata closes the pipe or sends SIGTERM, and logs to stderr (Netdata's
+error.log).
+"""
+
+import logging
+import os
+import signal
+import sys
+import time
+
+from . import config as nd_config
+from . import charts, protocol
+from .core import Collector
+from .jobs import load_jobs
+
+log = logging.getLogger("netdrops")
+
+# A job that fails this many ticks in a row is retried at this slower pace, never in a busy loop.
+RETRY_SECONDS = 10
+
+
+class Job:
+    def __init__(self, name, cfg):
+        self.name = name
+        self.cfg = cfg
+        self.type_id = "netdrops_" + charts.sanitize(name)
+        self.collector = None
+        self.known = {}  # chart id -> Chart, for SET lines and obsolete announcements
+        self.next_run = 0.0
+        self.last_run = None
+
+    def start(self):
+        self.collector = Collector(self.cfg)
+
+    def tick(self, now):
+        """One collection; returns the protocol text to write."""
+        if self.collector is None:
+            self.start()
+        values = self.collector.collect()
+        changes = self.collector.take_changes()
+        every = self.cfg["update_every"]
+        out = []
+        for chart in changes.created:
+            self.known[chart.id] = chart
+            out.append(protocol.chart_definition(self.type_id, chart, every))
+        for chart, dim in changes.dims_added:
+            out.append(protocol.chart_line(self.type_id, chart, every) + protocol.dimension_line(dim))
+        for chart in changes.obsoleted:
+            self.known.pop(chart.id, None)
+            out.append(protocol.obsolete_chart(self.type_id, chart, every))
+        since = int((now - self.last_run) * 1e6) if self.last_run else 0
+        self.last_run = now
+        for chart in self.known.values():
+            out.append(protocol.chart_values(self.type_id, chart, values, since))
+        return "".join(out)
+
+
+def run(jobs, out=None, clock=time.monotonic, sleep=time.sleep, max_ticks=None):
+    """The main loop: each job on its own schedule, aligned to its update_every."""
+    out = out or sys.stdout
+    ticks = 0
+    while jobs and (max_ticks is None or ticks < max_ticks):
+        now = clock()
+        due = [j for j in jobs if j.next_run <= now]
+        for job in due:
+            every = job.cfg["update_every"]
+            try:
+                text = job.tick(now)
+            except Exception as error:  # log one line; retry this job later, keep the others
+                log.error("job %s: collection failed: %s; retrying in %ss", job.name, error, RETRY_SECONDS)
+                job.collector = None
+                job.known.clear()
+                job.last_run = None
+                job.next_run = now + RETRY_SECONDS
+                continue
+            job.next_run = (now // every + 1) * every
+            if text:
+                out.write(text)
+        out.flush()
+        ticks += 1
+        wake = min(j.next_run for j in jobs)
+        delay = wake - clock()
+        if delay > 0:
+            sleep(delay)
+    return 0
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="netdrops.plugin: %(levelname)s: %(message)s")
+    update_every = None
+    if argv:
+        try:
+            update_every = int(argv[0])
+        except ValueError:
+            log.error("usage: netdrops.plugin [update_every]")
+            print("DISABLE", flush=True)
+            return 1
+    try:
+        job_cfgs = load_jobs(update_every)
+    except (nd_config.ConfigError, OSError, ValueError) as error:
+        log.error("configuration: %s", error)
+        print("DISABLE", flush=True)
+        return 1
+    jobs = [Job(name, cfg) for name, cfg in job_cfgs]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        return run(jobs)
+    except BrokenPipeError:
+        # Netdata closed our stdout: it is stopping or restarting the plugin.
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+    except KeyboardInterrupt:
+        return 0
