@@ -7,6 +7,21 @@ import sys
 from . import __version__
 
 
+DIR_OPTIONS = ("plugins_dir", "pythond_dir", "config_dir", "lib_dir")
+
+
+def add_dir_options(parser):
+    """Explicit directories, for a Netdata laid out in an unusual way (or a test instance)."""
+    parser.add_argument("--plugins-dir", metavar="DIR", help="Netdata's plugins.d directory")
+    parser.add_argument("--pythond-dir", metavar="DIR", help="directory python.d.plugin loads modules from")
+    parser.add_argument("--config-dir", metavar="DIR", help="Netdata's user configuration directory")
+    parser.add_argument("--lib-dir", metavar="DIR", help="where the collector package is copied")
+
+
+def dirs_of(args):
+    return {k: getattr(args, k) for k in DIR_OPTIONS}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="netdrops-collector",
@@ -22,10 +37,12 @@ def main(argv=None):
                            help="python.d module or external plugin (auto: python.d where Netdata has it)")
     p_install.add_argument("--no-health", action="store_true", help="do not install the alarms")
     p_install.add_argument("--dry-run", action="store_true", help="print what would be written, change nothing")
+    add_dir_options(p_install)
 
     p_uninstall = sub.add_parser("uninstall", help="remove exactly what install put there")
     p_uninstall.add_argument("--netdata", metavar="DIR", help="Netdata installation root")
     p_uninstall.add_argument("--dry-run", action="store_true", help="print what would be removed")
+    add_dir_options(p_uninstall)
 
     p_plugin = sub.add_parser("plugin", help="run the external plugin, writing Netdata's protocol to stdout")
     p_plugin.add_argument("update_every", nargs="?", help="seconds between collections")
@@ -39,9 +56,9 @@ def main(argv=None):
         logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
         try:
             if args.command == "install":
-                return install.install(args.netdata, args.mode, not args.no_health, args.dry_run)
-            return install.uninstall(args.netdata, args.dry_run)
-        except install.InstallError as error:
+                return install.install(args.netdata, args.mode, not args.no_health, args.dry_run, **dirs_of(args))
+            return install.uninstall(args.netdata, args.dry_run, **dirs_of(args))
+        except (install.InstallError, OSError) as error:
             print("netdrops-collector: {0}".format(error), file=sys.stderr)
             return 2
     parser.print_help()

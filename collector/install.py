@@ -1,0 +1,210 @@
+"""Install the collector into a Netdata installation, and remove exactly what was installed.
+
+Netdata runs its plugins as user `netdata` with its own interpreter (/usr/bin/python3 on
+Debian), which cannot read a pip install under root's home; so the collector's package is copied
+into a directory of Netdata's (LIB), and the python.d module or plugin launcher is written with
+that directory on its path. Every file written is listed in a manifest beside the package; a
+configuration file the user already has is left as it is.
+"""
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+
+import netdrops_collector
+
+log = logging.getLogger("netdrops")
+
+MANIFEST = "install-manifest.json"
+NETDATA_PYTHON = "/usr/bin/python3"
+
+# (plugins.d, python.d, user config, our library) relative to a root, most common first.
+KNOWN_LAYOUTS = (
+    ("usr/lib/netdata/plugins.d", "usr/lib/netdata/python.d", "etc/netdata", "usr/lib/netdata/netdrops"),
+    ("usr/libexec/netdata/plugins.d", "usr/libexec/netdata/python.d", "etc/netdata", "usr/libexec/netdata/netdrops"),
+    ("opt/netdata/usr/libexec/netdata/plugins.d", "opt/netdata/usr/libexec/netdata/python.d",
+     "opt/netdata/etc/netdata", "opt/netdata/usr/libexec/netdata/netdrops"),
+)
+
+
+class InstallError(Exception):
+    pass
+
+
+class Layout:
+    def __init__(self, plugins_dir, pythond_dir, config_dir, lib_dir):
+        self.plugins_dir = plugins_dir
+        self.pythond_dir = pythond_dir
+        self.config_dir = config_dir
+        self.lib_dir = lib_dir
+
+    @property
+    def has_pythond(self):
+        return bool(self.pythond_dir) and os.path.exists(os.path.join(self.plugins_dir, "python.d.plugin")) \
+            and os.path.isdir(os.path.join(self.pythond_dir, "python_modules", "bases"))
+
+
+def detect(root=None, plugins_dir=None, pythond_dir=None, config_dir=None, lib_dir=None):
+    """The Netdata installation under root (default '/'); explicit directories win."""
+    roots = [root] if root else ["/"]
+    if not root:
+        roots.append("/opt/netdata")
+    for base in roots:
+        for rel_plugins, rel_pythond, rel_config, rel_lib in KNOWN_LAYOUTS:
+            cand = os.path.join(base, rel_plugins)
+            if base == "/opt/netdata" and rel_plugins.startswith("opt/"):
+                continue
+            if plugins_dir or os.path.isdir(cand):
+                return Layout(plugins_dir or cand,
+                              pythond_dir or os.path.join(base, rel_pythond),
+                              config_dir or os.path.join(base, rel_config),
+                              lib_dir or os.path.join(base, rel_lib))
+    raise InstallError("no Netdata installation found under {0}; name it with --netdata".format(" or ".join(roots)))
+
+
+def package_dir():
+    return os.path.dirname(os.path.abspath(netdrops_collector.__file__))
+
+
+# Where each data package sits: inside the installed package, or beside it in a source checkout
+# (setup.cfg maps these repository folders into the package when it is built).
+DATA_DIRS = {"netdata_health": "health.d", "netdata_conf": "conf.d", "pythond": "pythond"}
+
+
+def data_file(package, *parts):
+    installed = os.path.join(package_dir(), package, *parts)
+    if os.path.exists(installed):
+        return installed
+    checkout = os.path.join(os.path.dirname(package_dir()), DATA_DIRS[package], *parts)
+    if os.path.exists(checkout):
+        return checkout
+    raise InstallError("{0} is missing from this installation".format(os.path.join(package, *parts)))
+
+
+def write_atomic(path, data, mode=0o644):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".netdrops-", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def path_line(lib_dir):
+    return "import sys; sys.path.insert(0, {0!r})  # written by netdrops-collector install\n".format(lib_dir)
+
+
+def plugin_launcher(lib_dir, python=NETDATA_PYTHON):
+    return ("#!{0}\n# netdrops.plugin: Netdata external plugin for receive-path drops.\n{1}"
+            "from netdrops_collector.plugin import main\n\nsys.exit(main())\n").format(python, path_line(lib_dir))
+
+
+def planned_files(layout, mode, health):
+    """[(destination, bytes, file mode, is_config)] for an install in `mode`."""
+    files = []
+    src = package_dir()
+    for name in sorted(os.listdir(src)):
+        if name.endswith(".py"):
+            files.append((os.path.join(layout.lib_dir, "netdrops_collector", name),
+                          read_bytes(os.path.join(src, name)), 0o644, False))
+    if mode == "python.d":
+        module = read_bytes(data_file("pythond", "netdrops.chart.py"))
+        files.append((os.path.join(layout.pythond_dir, "netdrops.chart.py"),
+                      path_line(layout.lib_dir).encode() + module, 0o644, False))
+        files.append((os.path.join(layout.config_dir, "python.d", "netdrops.conf"),
+                      read_bytes(data_file("netdata_conf", "python.d", "netdrops.conf")), 0o644, True))
+    else:
+        files.append((os.path.join(layout.plugins_dir, "netdrops.plugin"),
+                      plugin_launcher(layout.lib_dir).encode(), 0o755, False))
+        files.append((os.path.join(layout.config_dir, "netdrops.conf"),
+                      read_bytes(data_file("netdata_conf", "netdrops.conf")), 0o644, True))
+    if health:
+        files.append((os.path.join(layout.config_dir, "health.d", "netdrops.conf"),
+                      read_bytes(data_file("netdata_health", "netdrops.conf")), 0o644, True))
+    return files
+
+
+def load_manifest(layout):
+    path = os.path.join(layout.lib_dir, MANIFEST)
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        raise InstallError("cannot read {0}: {1}".format(path, error))
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
+        raise InstallError("{0} is not an install manifest".format(path))
+    return manifest
+
+
+def install(root=None, mode="auto", health=True, dry_run=False, **dirs):
+    layout = detect(root, **dirs)
+    if mode == "auto":
+        mode = "python.d" if layout.has_pythond else "plugin"
+    elif mode == "python.d" and not layout.has_pythond:
+        raise InstallError("this Netdata has no python.d.plugin (in {0}); use --mode plugin".format(layout.plugins_dir))
+    previous = load_manifest(layout) or {"files": []}
+    owned = set(previous["files"])
+    written = []
+    for dest, data, fmode, is_config in planned_files(layout, mode, health):
+        if is_config and os.path.exists(dest) and dest not in owned:
+            log.info("keeping %s (already there, not ours)", dest)
+            continue
+        if os.path.exists(dest) and read_bytes(dest) == data and dest in owned:
+            written.append(dest)
+            continue
+        log.info("%s %s", "would write" if dry_run else "writing", dest)
+        if not dry_run:
+            write_atomic(dest, data, fmode)
+        written.append(dest)
+    if dry_run:
+        return 0
+    stale = [p for p in owned if p not in written]
+    for path in stale:  # a mode switch: the other front-end's files go
+        _remove(path)
+    manifest = {"mode": mode, "files": sorted(written)}
+    write_atomic(os.path.join(layout.lib_dir, MANIFEST), json.dumps(manifest, indent=1).encode())
+    log.info("installed netdrops (%s) into %s; restart Netdata to load it", mode, layout.plugins_dir)
+    return 0
+
+
+def _remove(path):
+    try:
+        os.unlink(path)
+        log.info("removed %s", path)
+    except FileNotFoundError:
+        pass
+
+
+def uninstall(root=None, dry_run=False, **dirs):
+    layout = detect(root, **dirs)
+    manifest = load_manifest(layout)
+    if manifest is None:
+        raise InstallError("nothing to uninstall: no {0} in {1}".format(MANIFEST, layout.lib_dir))
+    for path in manifest["files"]:
+        if dry_run:
+            log.info("would remove %s", path)
+        else:
+            _remove(path)
+    if not dry_run:
+        _remove(os.path.join(layout.lib_dir, MANIFEST))
+        shutil.rmtree(os.path.join(layout.lib_dir, "netdrops_collector", "__pycache__"), ignore_errors=True)
+        for d in (os.path.join(layout.lib_dir, "netdrops_collector"), layout.lib_dir):
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
+    return 0
