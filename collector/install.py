@@ -34,15 +34,20 @@ class InstallError(Exception):
 
 
 class Layout:
-    def __init__(self, plugins_dir, pythond_dir, config_dir, lib_dir):
+    def __init__(self, plugins_dir, pythond_dir, config_dir, lib_dir, pythond_named=False):
         self.plugins_dir = plugins_dir
         self.pythond_dir = pythond_dir
         self.config_dir = config_dir
         self.lib_dir = lib_dir
+        self.pythond_named = pythond_named
 
     @property
     def has_pythond(self):
-        return bool(self.pythond_dir) and os.path.exists(os.path.join(self.plugins_dir, "python.d.plugin")) \
+        """A python.d directory named by the user is trusted; a detected one must hold the
+        framework python.d.plugin ships (Netdata v2 builds may leave it out)."""
+        if self.pythond_named:
+            return True
+        return os.path.exists(os.path.join(self.plugins_dir, "python.d.plugin")) \
             and os.path.isdir(os.path.join(self.pythond_dir, "python_modules", "bases"))
 
 
@@ -60,7 +65,8 @@ def detect(root=None, plugins_dir=None, pythond_dir=None, config_dir=None, lib_d
                 return Layout(plugins_dir or cand,
                               pythond_dir or os.path.join(base, rel_pythond),
                               config_dir or os.path.join(base, rel_config),
-                              lib_dir or os.path.join(base, rel_lib))
+                              lib_dir or os.path.join(base, rel_lib),
+                              pythond_named=bool(pythond_dir))
     raise InstallError("no Netdata installation found under {0}; name it with --netdata".format(" or ".join(roots)))
 
 

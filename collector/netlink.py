@@ -71,6 +71,8 @@ def split_messages(buf, source="netlink"):
             raise ParseError(source, "truncated message (length {0} at offset {1})".format(length, off))
         yield mtype, flags, off, length
         off += align4(length)
+    if off < end:
+        raise ParseError(source, "truncated message header at offset {0}".format(off))
 
 
 def check_error(buf, off, source="netlink"):
@@ -106,6 +108,8 @@ def parse_stats_buffer(buf, out, source="netlink RTM_GETSTATS"):
         elif mtype == NLMSG_ERROR:
             check_error(buf, off, source)
         off += (length + 3) & ~3
+    if off < end:
+        raise ParseError(source, "truncated message header at offset {0}".format(off))
     return False
 
 
