@@ -72,9 +72,10 @@ class Collector:
         self.cpu_ids_guessed = False
         self.kind_totals = dict.fromkeys(KINDS, 0)
         self.socket_counters = None
-        self.iface_prev = None
+        self.interfaces_seen = False
         self.ifaces = {}
         self.tuning = {}
+        self.rps_interfaces = 0
         self.ticks = 0
         self.next_priority = charts.PRIORITY_BASE + 100
 
@@ -146,31 +147,24 @@ class Collector:
 
     def _collect_interfaces(self, values):
         source = self.source
-        stats = source.read()
-        first = self.iface_prev is None
-        prev = {} if first else self.iface_prev
+        changed, vanished = source.read_changes()
+        first = not self.interfaces_seen
+        self.interfaces_seen = True
         for link in source.take_added():
             if self._wants_chart_by_config(link):
                 self._chart_iface(link.ifindex, link)
-        for state in self.ifaces.values():
+        ifaces = self.ifaces
+        for state in ifaces.values():
             state.ratio = 0  # an interface that counted nothing this tick dropped 0 %
 
-        changed = []
-        for key, cur in stats.items():
-            old = prev.get(key)
-            if old is None:
-                if first:
-                    continue  # baseline: drops before the collector started are not ours
-                old = ZERO_STATS  # appeared since: everything it counted is new
-            elif old == cur:
-                continue
-            changed.append((key, old, cur))
-
-        if changed:
-            source.resolve([key for key, _o, _c in changed])
+        if first:
+            changed = []  # baseline: drops before the collector started are not ours
+        elif changed:
+            source.resolve([key for key, _old, _cur in changed])
         kind_totals = self.kind_totals
-        ifaces = self.ifaces
         for key, old, cur in changed:
+            if old is None:
+                old = ZERO_STATS  # appeared since the last tick: all it counted is new
             d_in = counter_delta(cur[2], old[2]) + counter_delta(cur[5], old[5])
             d_out = counter_delta(cur[3], old[3])
             link = source.link(key)
@@ -187,14 +181,14 @@ class Collector:
                 arrived = counter_delta(cur[0], old[0]) + d_in
                 state.ratio = d_in * 100 * PRECISION // arrived if arrived else 0
 
-        for key in [k for k in ifaces if k not in stats]:
-            self.changes.obsoleted.extend(ifaces.pop(key).charts)
-
+        for key in vanished:
+            state = ifaces.pop(key, None)
+            if state is not None:
+                self.changes.obsoleted.extend(state.charts)
         for state in ifaces.values():
             self._put_iface(values, state)
         for kind, total in kind_totals.items():
             values["drops_by_kind_" + kind] = total
-        self.iface_prev = stats
 
     def _wants_chart_by_config(self, link):
         if matches(link.name, self.cfg["exclude_interfaces"]):
@@ -249,6 +243,8 @@ class Collector:
                 state.link.rps_on = tuning.rps_enabled(tuning.read_rps(self.hostfs, state.link.name))
             except OSError:
                 pass
+        # Counted here, at the tuning pace, not every tick: it walks every known interface.
+        self.rps_interfaces = sum(1 for link in self.source.all_links() if link.rps_on)
 
     def _put_tuning(self, values):
         for key in charts.TUNING_DIMS:
@@ -257,9 +253,4 @@ class Collector:
             value = self.tuning.get(key)
             if value is not None:
                 values["tuning_" + key] = value
-        values["tuning_rps_interfaces"] = self.rps_interface_count()
-
-    def rps_interface_count(self):
-        links = getattr(self.source, "links", None)
-        known = links.by_index.values() if links is not None else self.source.by_name.values()
-        return sum(1 for link in known if link.rps_on)
+        values["tuning_rps_interfaces"] = self.rps_interfaces

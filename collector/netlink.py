@@ -216,11 +216,25 @@ class RtNetlink:
             if parse_buffer(self.view[:n]):
                 return
 
+    # Stats dumps always carry this sequence number, so an unchanged stretch of interfaces comes
+    # back byte for byte identical and the caller can skip parsing it (see sources.StatsDiff).
+    STATS_SEQ = 1
+
+    def request_stats(self):
+        """Start an RTM_GETSTATS dump (64-bit link stats only); read it with recv_chunk()."""
+        payload = IF_STATS_MSG.pack(socket.AF_UNSPEC, 0, 0, 1 << (IFLA_STATS_LINK_64 - 1))
+        self.sock.send(build_request(RTM_GETSTATS, payload, self.STATS_SEQ))
+
+    def recv_chunk(self):
+        n = self.sock.recv_into(self.buf)
+        return bytes(self.view[:n])
+
     def dump_stats(self, out=None):
         """{ifindex: (rx_packets, tx_packets, rx_dropped, tx_dropped, rx_fifo, rx_missed)}."""
         out = {} if out is None else out
-        payload = IF_STATS_MSG.pack(socket.AF_UNSPEC, 0, 0, 1 << (IFLA_STATS_LINK_64 - 1))
-        self._dump(RTM_GETSTATS, payload, lambda b: parse_stats_buffer(b, out))
+        self.request_stats()
+        while not parse_stats_buffer(self.recv_chunk(), out):
+            pass
         return out
 
     def dump_links(self):

@@ -11,8 +11,9 @@ SNMP_PATH = "proc/net/snmp"
 NETSTAT_PATH = "proc/net/netstat"
 
 
-def parse_snmp_pairs(text, source):
-    """Text -> {protocol: {name: int}}."""
+def parse_snmp_pairs(text, source, protocols=None):
+    """Text -> {protocol: {name: int}}, for every protocol or only those named (the files are
+    read every tick, and TcpExt alone has over a hundred counters)."""
     tables = {}
     pending = {}
     for lineno, line in enumerate(text.splitlines(), 1):
@@ -20,6 +21,8 @@ def parse_snmp_pairs(text, source):
         if not sep:
             if line.strip():
                 raise ParseError(source, "no protocol prefix", lineno)
+            continue
+        if protocols is not None and proto not in protocols:
             continue
         fields = rest.split()
         if proto not in pending:
@@ -52,10 +55,10 @@ def parse_snmp6(text, source):
     """/proc/net/snmp6 is 'Name value' per line; folded into the same {proto: {...}} shape."""
     out = {"Udp6": {}}
     for lineno, line in enumerate(text.splitlines(), 1):
-        parts = line.split()
-        if len(parts) != 2:
+        if not line.startswith("Udp6"):
             continue
-        if parts[0].startswith("Udp6"):
+        parts = line.split()
+        if len(parts) == 2:
             try:
                 out["Udp6"][parts[0]] = int(parts[1])
             except ValueError:
@@ -64,13 +67,13 @@ def parse_snmp6(text, source):
 
 
 def read_socket_drops(hostfs):
-    snmp = parse_snmp_pairs(hostfs.read_text(SNMP_PATH), hostfs.path(SNMP_PATH))
+    snmp = parse_snmp_pairs(hostfs.read_text(SNMP_PATH), hostfs.path(SNMP_PATH), ("Udp",))
     try:
         snmp.update(parse_snmp6(hostfs.read_text("proc/net/snmp6"), hostfs.path("proc/net/snmp6")))
     except FileNotFoundError:
         pass  # IPv6 disabled
     try:
-        netstat = parse_snmp_pairs(hostfs.read_text(NETSTAT_PATH), hostfs.path(NETSTAT_PATH))
+        netstat = parse_snmp_pairs(hostfs.read_text(NETSTAT_PATH), hostfs.path(NETSTAT_PATH), ("TcpExt",))
     except FileNotFoundError:
         netstat = {}
     return socket_drops(snmp, netstat)
