@@ -71,9 +71,10 @@ def classify(msg, has_bus_device):
 class LinkTable:
     """ifindex -> Link for the namespace the collector runs in."""
 
-    def __init__(self, hostfs):
+    def __init__(self, hostfs, netns_names=None):
         self.hostfs = hostfs
         self.by_index = {}
+        self.netns_names = netns_names  # containers.NetnsResolver, or None
 
     def _link_from_msg(self, msg):
         name = msg["name"] or "if{0}".format(msg["ifindex"])
@@ -87,6 +88,8 @@ class LinkTable:
         link = Link(msg["ifindex"], name, kind, peer_ifindex=peer, peer_netnsid=msg.get("link_netnsid"),
                     master=msg.get("master"), slave_kind=msg.get("slave_kind"), wireless=wireless,
                     container=containers.container_from_name(name), rx_queues=msg.get("rx_queues"))
+        if link.container is None and link.peer_netnsid is not None and self.netns_names is not None:
+            link.container = self.netns_names.name_for(link.peer_netnsid)
         try:
             link.rps_on = tuning.rps_enabled(tuning.read_rps(self.hostfs, name))
         except OSError:

@@ -23,6 +23,8 @@ NLM_F_DUMP = 0x300
 RTM_NEWLINK = 16
 RTM_DELLINK = 17
 RTM_GETLINK = 18
+RTM_NEWNSID = 88
+RTM_GETNSID = 90
 RTM_NEWSTATS = 92
 RTM_GETSTATS = 94
 
@@ -36,6 +38,8 @@ IFLA_PARENT_DEV_NAME = 56
 IFLA_INFO_KIND = 1
 IFLA_INFO_SLAVE_KIND = 4
 IFLA_STATS_LINK_64 = 1
+NETNSA_NSID = 1
+NETNSA_FD = 3
 NLA_TYPE_MASK = 0x3FFF  # strip NLA_F_NESTED / NLA_F_NET_BYTEORDER
 
 NLMSGHDR = struct.Struct("=IHHII")
@@ -257,6 +261,23 @@ class RtNetlink:
                 return None
             raise
         return links[0] if links else None
+
+    def get_nsid(self, netns_fd):
+        """The id this namespace gives another namespace (opened as netns_fd), or None when it
+        has none: the id veths report as IFLA_LINK_NETNSID for a peer living there."""
+        self.seq += 1
+        payload = struct.pack("=Bxxx", socket.AF_UNSPEC) + RTATTR.pack(8, NETNSA_FD) + struct.pack("=I", netns_fd)
+        self.sock.send(build_request(RTM_GETNSID, payload, self.seq, NLM_F_REQUEST))
+        buf = self.recv_chunk()
+        for mtype, _flags, off, length in split_messages(buf, "netlink RTM_GETNSID"):
+            if mtype == NLMSG_ERROR:
+                check_error(buf, off)
+            elif mtype == RTM_NEWNSID:
+                for atype, start, stop in iter_attrs(buf, off + NLMSGHDR.size + 4, off + length):
+                    if atype == NETNSA_NSID:
+                        nsid = _s32(buf, start, stop)
+                        return nsid if nsid is not None and nsid >= 0 else None
+        return None
 
     def drain_link_events(self):
         """Link changes since the last call: (new_or_changed, deleted_indexes, overflowed).

@@ -13,6 +13,7 @@ up in the counters before its event: never by re-reading every interface every t
 import logging
 
 from . import netdev, netlink
+from .containers import NetnsResolver
 from .links import LinkTable, link_from_sysfs
 
 log = logging.getLogger("netdrops")
@@ -79,7 +80,7 @@ class NetlinkSource:
 
     def __init__(self, hostfs):
         self.rtnl = netlink.RtNetlink(subscribe_links=True)
-        self.links = LinkTable(hostfs)
+        self.links = LinkTable(hostfs, NetnsResolver(hostfs, self.rtnl.get_nsid))
         self.stats = StatsDiff()
         self.added = []
         self.deleted = []
