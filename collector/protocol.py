@@ -29,8 +29,11 @@ def dimension_line(dim):
 
 
 def chart_definition(type_id, chart, update_every):
+    # Netdata 1.37 takes a CLABEL_COMMIT with no CLABEL before it for a protocol error and
+    # disconnects the plugin: commit only labels there are.
+    labels = clabel_lines(chart.labels)
     return (chart_line(type_id, chart, update_every)
-            + clabel_lines(chart.labels) + "CLABEL_COMMIT\n"
+            + (labels + "CLABEL_COMMIT\n" if labels else "")
             + "".join(dimension_line(d) for d in chart.dims))
 
 
