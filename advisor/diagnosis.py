@@ -1,0 +1,464 @@
+"""The diagnosis: a declared table of causes, each with the evidence it needs, a reason, what it
+recommends (remedy ids, see recommend.REMEDIES) and what helps when tuning cannot.
+
+Every detector is a pure function of Evidence that returns a Detection (numbers, where, how
+sure) or None. diagnose() runs the table in order; nothing found means nothing is wrong.
+"""
+
+import collections
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Tuple
+
+# The runbook's success criterion (and --apply --verify's target): drops below 0.5 per second.
+TARGET_DROPS_PER_S = 0.5
+# A counter has to move by at least this much within the window to count as "rising".
+MIN_EVENTS = 1
+# Below this many packets per second, how work is spread over CPUs does not matter.
+MIN_PROCESSED_PER_S = 100
+# One CPU doing this share of all receive work is "concentrated".
+HOT_CPU_SHARE = 0.8
+# A CPU this busy has no time left: a longer queue only adds latency.
+SATURATED_BUSY_PCT = 90.0
+# Backlog fill at or above this share of netdev_max_backlog corroborates overflow.
+BACKLOG_NEAR_FULL_PCT = 50.0
+# An interface counts as carrying traffic for RPS above this many packets per second.
+MIN_RX_PER_S = 10
+
+PROBLEM = "problem"
+NOTE = "note"
+
+
+@dataclass
+class Criterion:
+    metric: str
+    now: Optional[float]
+    target: float
+    unit: str = "/s"
+
+    @property
+    def met(self):
+        return self.now is not None and self.now < self.target
+
+
+@dataclass
+class Detection:
+    summary: str
+    confidence: str                 # high, medium, low
+    confidence_reason: str
+    evidence: List[str]
+    cpus: List[int] = field(default_factory=list)
+    interfaces: List[str] = field(default_factory=list)
+    criteria: List[Criterion] = field(default_factory=list)
+    beyond_tuning: Optional[str] = None   # situation-specific advice, added to the cause's
+
+
+@dataclass(frozen=True)
+class Cause:
+    id: str
+    title: str
+    severity: str
+    needs: str                      # the evidence this cause reads
+    reason: str                     # why it loses packets, one or two sentences
+    remedies: Tuple[str, ...]       # recommend.REMEDIES ids
+    beyond_tuning: Optional[str]    # what helps when no setting here does
+    detect: Callable
+
+
+@dataclass
+class Finding:
+    cause: Cause
+    detection: Detection
+
+    @property
+    def id(self):
+        return self.cause.id
+
+
+def fmt_rate(per_s):
+    if per_s is None:
+        return "unknown"
+    if per_s >= 100:
+        return "{0:,.0f}/s".format(per_s)
+    if per_s >= 10:
+        return "{0:.1f}/s".format(per_s)
+    return "{0:.2f}/s".format(per_s)
+
+
+def fmt_count(count):
+    return "{0:,.0f}".format(count) if count is not None else "unknown"
+
+
+def cpu_name(cpu_id):
+    """-1 stands for all CPUs together (a source without per-CPU counters)."""
+    return "CPU {0}".format(cpu_id) if cpu_id >= 0 else "all CPUs"
+
+
+def _moved(value):
+    return value is not None and value >= MIN_EVENTS
+
+
+def _where_iface(iface):
+    """'veth ndl1h0 (netns lab)', or with the peer when the container is not known."""
+    extra = []
+    if iface.container:
+        extra.append(iface.container)
+    elif iface.peer:
+        extra.append("peer " + iface.peer)
+    role = iface.role if iface.role and iface.role != iface.kind else iface.kind
+    return "{0} {1}{2}".format(role, iface.name, " ({0})".format(", ".join(extra)) if extra else "")
+
+
+def _inbound_not_missed(iface):
+    """Inbound drops other than NIC misses (netdrops counts rx_missed inside inbound)."""
+    if iface.inbound_drops is None:
+        return None
+    return max(0.0, iface.inbound_drops - (iface.missed or 0))
+
+
+# -- detectors ---------------------------------------------------------------------------------
+
+def detect_backlog_overflow(ev):
+    total = ev.total("dropped")
+    if not _moved(total):
+        return None
+    cpus = sorted((c for c in ev.cpus if _moved(c.dropped)), key=lambda c: -c.dropped)
+    backlog = ev.tuning.get("netdev_max_backlog")
+    lines = ["softnet_stat 'dropped' (backlog full): {0}".format(", ".join(
+        "{0} {1} ({2})".format(cpu_name(c.cpu), fmt_count(c.dropped), fmt_rate(ev.rate(c.dropped))) for c in cpus))
+        + " in {0:.0f} s".format(ev.window_seconds)]
+    near_full = [c for c in cpus if c.backlog_peak_pct is not None and c.backlog_peak_pct >= BACKLOG_NEAR_FULL_PCT]
+    # the queue fills and drains within a burst: a sampled length of 0 says nothing, so only
+    # a length actually caught is shown
+    peaks = [c for c in cpus if c.backlog_peak_pct]
+    if peaks:
+        lines.append("backlog length peak: {0} of net.core.netdev_max_backlog ({1})".format(", ".join(
+            "{0} {1:.0f}%".format(cpu_name(c.cpu), c.backlog_peak_pct) for c in peaks), fmt_count(backlog)))
+    elif backlog is not None:
+        lines.append("net.core.netdev_max_backlog = {0}{1}".format(
+            fmt_count(backlog), " (kernel default 1000)" if backlog != 1000 else ""))
+    # veth: the peer's rx_dropped counts each backlog drop; a NIC's rx_dropped does too
+    receivers = sorted((i for i in ev.interfaces if _moved(_inbound_not_missed(i)) and i.role != "bond-slave"),
+                       key=lambda i: -_inbound_not_missed(i))
+    matched = sum(_inbound_not_missed(i) for i in receivers)
+    for iface in receivers[:5]:
+        lines.append("{0}: {1} inbound drops ({2})".format(
+            _where_iface(iface), fmt_count(_inbound_not_missed(iface)), fmt_rate(ev.rate(_inbound_not_missed(iface)))))
+    flow = ev.total("flow_limit")
+    if _moved(flow):
+        lines.append("flow_limit_count rose by {0}: some of these drops are the flow limit's "
+                     "(net.core.flow_limit_cpu_bitmap), which also scales with netdev_max_backlog".format(fmt_count(flow)))
+    if near_full:
+        confidence, why = "high", "the backlog was seen {0:.0f}% full on CPU {1}".format(
+            near_full[0].backlog_peak_pct, near_full[0].cpu)
+    elif receivers and matched >= 0.5 * total:
+        confidence, why = "high", "the receiving interfaces' drops match the CPU backlog drops"
+    elif ev.source == "netdata-stock":
+        confidence, why = "medium", "softnet 'dropped' also counts flow-limit drops and drops of a device going down"
+    else:
+        confidence, why = "medium", "no interface's drops match, and the backlog was never seen near full"
+    where = ", ".join(cpu_name(c.cpu) for c in cpus)
+    if receivers:
+        where += ", arriving on " + ", ".join(_where_iface(i) for i in receivers[:3])
+    criteria = [Criterion("backlog drops, CPU {0}".format(c.cpu), ev.rate(c.dropped), TARGET_DROPS_PER_S)
+                for c in cpus[:4]]
+    criteria += [Criterion("inbound drops, {0}".format(i.name), ev.rate(_inbound_not_missed(i)), TARGET_DROPS_PER_S)
+                 for i in receivers[:3]]
+    return Detection(
+        summary="{0} packets dropped because a CPU's backlog queue was full ({1}) on {2}".format(
+            fmt_count(total), fmt_rate(ev.rate(total)), where),
+        confidence=confidence, confidence_reason=why, evidence=lines,
+        cpus=[c.cpu for c in cpus], interfaces=[i.name for i in receivers], criteria=criteria)
+
+
+def detect_budget_exhaustion(ev):
+    cpus = [c for c in ev.cpus if _moved(c.dropped) and _moved(c.squeezed)]
+    if not cpus:
+        return None
+    lines = ["time_squeeze on CPUs that drop: {0}".format(", ".join(
+        "{0} {1} ({2})".format(cpu_name(c.cpu), fmt_count(c.squeezed), fmt_rate(ev.rate(c.squeezed))) for c in cpus))]
+    lines.append("net.core.netdev_budget = {0}, net.core.netdev_budget_usecs = {1}".format(
+        fmt_count(ev.tuning.get("netdev_budget")), fmt_count(ev.tuning.get("netdev_budget_usecs"))))
+    return Detection(
+        summary="the receive softirq ran out of budget with packets left on {0} while they dropped".format(
+            ", ".join(cpu_name(c.cpu) for c in cpus)),
+        confidence="medium", confidence_reason="squeezes and drops on the same CPUs; squeezes alone are not drops",
+        evidence=lines, cpus=[c.cpu for c in cpus],
+        criteria=[Criterion("time_squeeze, CPU {0}".format(c.cpu), ev.rate(c.squeezed), 1.0) for c in cpus[:2]])
+
+
+def detect_squeeze_without_drops(ev):
+    cpus = [c for c in ev.cpus if _moved(c.squeezed) and not _moved(c.dropped)]
+    if not cpus or _moved(ev.total("dropped")):
+        return None
+    return Detection(
+        summary="time_squeeze rose on {0} with no drops".format(", ".join(cpu_name(c.cpu) for c in cpus)),
+        confidence="high", confidence_reason="no CPU dropped a packet in the window",
+        evidence=["time_squeeze: {0}".format(", ".join(
+            "{0} {1}".format(cpu_name(c.cpu), fmt_rate(ev.rate(c.squeezed))) for c in cpus))],
+        cpus=[c.cpu for c in cpus])
+
+
+def _rps_candidates(ev):
+    """Interfaces carrying traffic with RPS off that RPS can spread: single-queue devices and
+    veths. Only the host itself can tell (per-queue masks are not charted)."""
+    found = []
+    for iface in ev.interfaces:
+        if iface.kind not in ("physical", "veth", "tun", "vlan", "bond") or iface.role == "bond-slave":
+            continue
+        busy = (iface.rx_packets is not None and ev.rate(iface.rx_packets) >= MIN_RX_PER_S) or _moved(iface.inbound_drops)
+        if not busy or iface.rps_on is not False:
+            continue
+        if iface.kind == "veth" or iface.rx_queues == 1:
+            found.append(iface)
+    return found
+
+
+def detect_rx_on_one_cpu(ev):
+    usable = ev.host.usable_cpus
+    n_cpus = len(usable) if usable is not None else len(ev.cpus)
+    total = ev.total("processed")
+    if n_cpus < 2 or total is None or ev.rate(total) < MIN_PROCESSED_PER_S:
+        return None
+    ranked = sorted((c for c in ev.cpus if c.processed is not None), key=lambda c: -c.processed)
+    hot = ranked[:1] if ranked[0].processed >= HOT_CPU_SHARE * total else ranked[:2]
+    share = sum(c.processed for c in hot) / total
+    if len(hot) == 2 and (n_cpus < 4 or share < 0.9):
+        return None
+    distressed = [c for c in hot if _moved(c.dropped) or _moved(c.squeezed)
+                  or (c.busy_pct is not None and c.busy_pct >= SATURATED_BUSY_PCT)]
+    if not distressed:
+        return None
+    candidates = _rps_candidates(ev)
+    if not candidates:
+        return None
+    lines = ["{0} processed {1:.0f}% of {2} received packets".format(
+        " and ".join(cpu_name(c.cpu) for c in hot), 100 * share, fmt_rate(ev.rate(total)))]
+    for c in distressed:
+        lines.append("{0}: {1} dropped, {2} squeezed{3}".format(
+            cpu_name(c.cpu), fmt_rate(ev.rate(c.dropped)), fmt_rate(ev.rate(c.squeezed)),
+            ", {0:.0f}% busy".format(c.busy_pct) if c.busy_pct is not None else ""))
+    for iface in candidates:
+        lines.append("{0}: {1} RX queue{2}, RPS off, {3} received".format(
+            _where_iface(iface), iface.rx_queues, "" if iface.rx_queues == 1 else "s",
+            fmt_rate(ev.rate(iface.rx_packets))))
+    return Detection(
+        summary="receive work is concentrated on {0} while {1} ha{2} RPS off".format(
+            " and ".join(cpu_name(c.cpu) for c in hot), ", ".join(i.name for i in candidates),
+            "s" if len(candidates) == 1 else "ve"),
+        confidence="medium", confidence_reason="which device feeds the hot CPU is inferred from traffic, not traced",
+        evidence=lines, cpus=[c.cpu for c in hot], interfaces=[i.name for i in candidates])
+
+
+def detect_socket_rcvbuf(ev):
+    errors = ev.sockets.get("udp_rcvbuf_errors")
+    if not _moved(errors):
+        return None
+    dropped = ev.total("dropped")
+    lines = ["UDP RcvbufErrors: {0} in {1:.0f} s ({2})".format(fmt_count(errors), ev.window_seconds, fmt_rate(ev.rate(errors)))]
+    if ev.sockets.get("udp_in_errors") is not None:
+        lines.append("UDP InErrors (which include RcvbufErrors): {0}".format(fmt_rate(ev.rate(ev.sockets["udp_in_errors"]))))
+    lines.append("backlog drops in the same window: {0} — the packets got through the backlog and "
+                 "died at the full socket".format(fmt_rate(ev.rate(dropped))))
+    lines.append("net.core.rmem_default = {0}, net.core.rmem_max = {1}".format(
+        fmt_count(ev.tuning.get("rmem_default")), fmt_count(ev.tuning.get("rmem_max"))))
+    for sock in ev.udp_socket_drops:
+        lines.append("{0} {1}:{2} held by {3}: {4} drops {5}, {6} bytes waiting to be read".format(
+            sock.proto.upper(), "[{0}]".format(sock.address) if ":" in sock.address else sock.address, sock.port,
+            ", ".join(sock.owners) or "an unknown process", fmt_count(sock.drops),
+            "in the window" if sock.since == "window" else "since it opened", fmt_count(sock.rx_queue)))
+    rmem_default = ev.tuning.get("rmem_default")
+    small = [s for s in ev.udp_socket_drops if 0 < s.rx_queue and rmem_default and s.rx_queue * 4 < rmem_default]
+    if small:
+        lines.append("{0} held only {1} bytes while dropping, far below rmem_default: the application "
+                     "probably sets a small SO_RCVBUF itself, which no sysctl overrides".format(
+                         ", ".join("port {0}".format(s.port) for s in small), fmt_count(small[0].rx_queue)))
+    return Detection(
+        summary="{0} UDP datagrams ({1}) were dropped because a socket's receive buffer was full".format(
+            fmt_count(errors), fmt_rate(ev.rate(errors))),
+        confidence="high", confidence_reason="the kernel counts these drops by name (Udp RcvbufErrors)",
+        evidence=lines, criteria=[Criterion("UDP receive-buffer errors", ev.rate(errors), TARGET_DROPS_PER_S)])
+
+
+def detect_socket_sndbuf(ev):
+    errors = ev.sockets.get("udp_sndbuf_errors")
+    if not _moved(errors):
+        return None
+    return Detection(
+        summary="{0} UDP sends ({1}) failed because a socket's send buffer was full".format(
+            fmt_count(errors), fmt_rate(ev.rate(errors))),
+        confidence="high", confidence_reason="the kernel counts these by name (Udp SndbufErrors)",
+        evidence=["UDP SndbufErrors: {0}".format(fmt_rate(ev.rate(errors))),
+                  "net.core.wmem_default = {0}, net.core.wmem_max = {1}".format(
+                      fmt_count(ev.tuning.get("wmem_default")), fmt_count(ev.tuning.get("wmem_max")))],
+        criteria=[Criterion("UDP send-buffer errors", ev.rate(errors), TARGET_DROPS_PER_S)])
+
+
+def detect_listen_overflow(ev):
+    overflows = ev.sockets.get("tcp_listen_overflows")
+    drops = ev.sockets.get("tcp_listen_drops")
+    if not (_moved(overflows) or _moved(drops)):
+        return None
+    worst = max(v for v in (overflows, drops) if v is not None)
+    return Detection(
+        summary="TCP connections were dropped because a listening socket's accept queue was full ({0})".format(
+            fmt_rate(ev.rate(worst))),
+        confidence="high", confidence_reason="the kernel counts these by name (TcpExt ListenOverflows/ListenDrops)",
+        evidence=["TcpExt ListenOverflows {0}, ListenDrops {1}".format(fmt_rate(ev.rate(overflows)), fmt_rate(ev.rate(drops)))],
+        criteria=[Criterion("TCP listen drops", ev.rate(worst), TARGET_DROPS_PER_S)])
+
+
+def detect_nic_loss(ev):
+    lossy = [i for i in ev.interfaces if i.kind == "physical" and _moved((i.missed or 0) + (i.fifo or 0))]
+    if not lossy:
+        return None
+    lines = ["{0}: rx_missed {1}, rx_fifo {2}".format(i.name, fmt_rate(ev.rate(i.missed)), fmt_rate(ev.rate(i.fifo)))
+             for i in lossy]
+    advice = "For {0}: `ethtool -g DEV` shows the RX ring size and its maximum; `ethtool -G DEV rx MAX` " \
+             "enlarges it; `ethtool -L DEV combined N` adds queues where the NIC has them.".format(
+                 ", ".join(i.name for i in lossy))
+    return Detection(
+        summary="the NIC lost packets before the kernel saw them on {0}".format(", ".join(i.name for i in lossy)),
+        confidence="high", confidence_reason="rx_missed/rx_fifo are the NIC's own counters",
+        evidence=lines, interfaces=[i.name for i in lossy], beyond_tuning=advice,
+        criteria=[Criterion("NIC misses, {0}".format(i.name), ev.rate((i.missed or 0) + (i.fifo or 0)), TARGET_DROPS_PER_S)
+                  for i in lossy])
+
+
+def detect_cpu_saturated(ev):
+    hot = [c for c in ev.cpus if (_moved(c.dropped) or _moved(c.squeezed))
+           and c.busy_pct is not None and c.busy_pct >= SATURATED_BUSY_PCT]
+    if not hot:
+        return None
+    return Detection(
+        summary="{0} had no time left ({1}) while dropping".format(
+            ", ".join(cpu_name(c.cpu) for c in hot), ", ".join("{0:.0f}% busy".format(c.busy_pct) for c in hot)),
+        confidence="medium", confidence_reason="busy time averaged over the window",
+        evidence=["{0}: {1:.0f}% busy, {2:.0f}% in softirq".format(cpu_name(c.cpu), c.busy_pct, c.softirq_pct or 0) for c in hot],
+        cpus=[c.cpu for c in hot])
+
+
+def detect_unexplained_iface_drops(ev):
+    """Interface drops the backlog does not account for: often harmless (frames for protocols
+    nobody listens to), sometimes a driver's or a bridge's own limit."""
+    softnet = ev.total("dropped") or 0
+    found = []
+    for iface in ev.interfaces:
+        drops = _inbound_not_missed(iface)
+        if drops is None or ev.rate(drops) < TARGET_DROPS_PER_S or iface.role == "bond-slave":
+            continue
+        if softnet >= 0.5 * drops:
+            continue  # the backlog explains it (backlog_overflow reports it)
+        found.append((iface, drops))
+    if not found:
+        return None
+    lines = []
+    for iface, drops in found:
+        why = {
+            "physical": "frames the stack refused (unknown protocol, VLAN not configured) or the driver's own drops: `ip -s -s link show {0}`, `ethtool -S {0}`",
+            "bridge": "frames addressed to the bridge itself that nothing accepted, or netfilter",
+            "veth": "the peer uses its own ring (GRO/XDP on the peer), to which netdev_max_backlog does not apply",
+            "wifi": "the radio's own losses",
+        }.get(iface.role if iface.role == "wifi" else iface.kind, "a driver- or device-specific limit")
+        lines.append("{0}: {1} inbound drops ({2}) — {3}".format(
+            _where_iface(iface), fmt_count(drops), fmt_rate(ev.rate(drops)), why.format(iface.name)))
+    return Detection(
+        summary="inbound drops on {0} that no CPU backlog accounts for".format(", ".join(i.name for i, _d in found)),
+        confidence="low", confidence_reason="the interface counter does not say why it dropped",
+        evidence=lines, interfaces=[i.name for i, _d in found])
+
+
+# -- the table ---------------------------------------------------------------------------------
+
+CAUSES = (
+    Cause(
+        id="backlog_overflow", title="CPU backlog queue overflow", severity=PROBLEM,
+        needs="softnet 'dropped' per CPU; backlog length vs netdev_max_backlog; interface rx drops",
+        reason="Packets handed to a CPU (by RPS, or by a veth on the sender's CPU) wait in that CPU's "
+               "backlog queue; when it holds net.core.netdev_max_backlog packets, the next ones are dropped.",
+        remedies=("netdev_max_backlog",),
+        beyond_tuning="If the CPU is busy all the time, a longer queue only adds latency: spread the work "
+                      "(RPS over more CPUs), give the container more cores, or lower the packet rate.",
+        detect=detect_backlog_overflow),
+    Cause(
+        id="budget_exhaustion", title="Receive budget exhausted on dropping CPUs", severity=PROBLEM,
+        needs="softnet time_squeeze and dropped on the same CPUs",
+        reason="net_rx_action stops after net.core.netdev_budget packets or netdev_budget_usecs and leaves "
+               "the rest queued; with the queue also overflowing, each round ends too early.",
+        remedies=("netdev_budget", "netdev_budget_usecs"),
+        beyond_tuning=None,
+        detect=detect_budget_exhaustion),
+    Cause(
+        id="rx_on_one_cpu", title="Receive work on one CPU with RPS off", severity=PROBLEM,
+        needs="softnet 'processed' per CPU; RX queues and rps_cpus of interfaces that carry traffic",
+        reason="A single-queue NIC interrupts one CPU, and a veth queues on the sending CPU; without RPS "
+               "that CPU does all the receive work while the others idle.",
+        remedies=("rps_cpus", "rps_sock_flow_entries", "rps_flow_cnt", "rps_default_mask"),
+        beyond_tuning="A NIC with several hardware queues (`ethtool -L`) spreads work better than RPS.",
+        detect=detect_rx_on_one_cpu),
+    Cause(
+        id="socket_rcvbuf_overflow", title="Socket receive buffer overflow", severity=PROBLEM,
+        needs="UDP RcvbufErrors",
+        reason="The packets reached the socket, but the application did not read them before its receive "
+               "buffer filled. This is not a backlog problem: a larger netdev_max_backlog does not help.",
+        remedies=("rmem_max", "rmem_default"),
+        beyond_tuning="If the application reads more slowly than packets arrive on average, any buffer "
+                      "fills: it needs to read faster (more reader threads, SO_REUSEPORT, recvmmsg). An "
+                      "application that sets SO_RCVBUF itself ignores rmem_default and is capped by rmem_max.",
+        detect=detect_socket_rcvbuf),
+    Cause(
+        id="socket_sndbuf_overflow", title="Socket send buffer overflow", severity=PROBLEM,
+        needs="UDP SndbufErrors",
+        reason="An application sent faster than its socket's send buffer drained.",
+        remedies=("wmem_max", "wmem_default"),
+        beyond_tuning="An application that sets SO_SNDBUF itself is capped by wmem_max.",
+        detect=detect_socket_sndbuf),
+    Cause(
+        id="listen_queue_overflow", title="TCP accept queue overflow", severity=PROBLEM,
+        needs="TcpExt ListenOverflows / ListenDrops",
+        reason="New connections arrived faster than the application accepted them.",
+        remedies=(),
+        beyond_tuning="No receive-path sysctl here fixes this: the application must accept faster, or pass "
+                      "a larger backlog to listen() (capped by net.core.somaxconn in its network namespace).",
+        detect=detect_listen_overflow),
+    Cause(
+        id="nic_loss", title="NIC-level loss (ring full)", severity=PROBLEM,
+        needs="rx_missed_errors / rx_fifo_errors of physical NICs",
+        reason="The NIC had no free descriptor in its RX ring when a packet arrived, so the packet never "
+               "reached the kernel. No net.core sysctl changes this.",
+        remedies=(),
+        beyond_tuning="Enlarge the NIC's RX ring and spread its interrupts over more CPUs.",
+        detect=detect_nic_loss),
+    Cause(
+        id="cpu_saturated", title="CPU saturated while dropping", severity=PROBLEM,
+        needs="per-CPU busy time on CPUs that drop or squeeze",
+        reason="The CPU that receives is busy all the time; queues and budgets only move the loss around.",
+        remedies=(),
+        beyond_tuning="More CPU for the receive path: RPS to idle CPUs, more cores for the container or VM, "
+                      "or less work per packet (fewer netfilter rules, no needless packet capture).",
+        detect=detect_cpu_saturated),
+    Cause(
+        id="squeeze_without_drops", title="Budget squeezes without drops", severity=NOTE,
+        needs="softnet time_squeeze with no softnet drops",
+        reason="time_squeeze counts softirq rounds that ended with work left; the work continues in the "
+               "next round. Without drops it is not a loss.",
+        remedies=(), beyond_tuning=None,
+        detect=detect_squeeze_without_drops),
+    Cause(
+        id="unexplained_iface_drops", title="Interface drops the backlog does not explain", severity=NOTE,
+        needs="interface rx drops with few or no softnet drops",
+        reason="An interface's rx_dropped also counts frames the stack discards on purpose.",
+        remedies=(), beyond_tuning=None,
+        detect=detect_unexplained_iface_drops),
+)
+
+CAUSES_BY_ID = collections.OrderedDict((c.id, c) for c in CAUSES)
+
+
+def diagnose(evidence):
+    """Evidence -> [Finding], problems first, in table order."""
+    findings = []
+    for cause in CAUSES:
+        detection = cause.detect(evidence)
+        if detection is not None:
+            findings.append(Finding(cause, detection))
+    return sorted(findings, key=lambda f: f.cause.severity != PROBLEM)

@@ -1,0 +1,77 @@
+"""Where the evidence comes from: a Netdata (one node, a child through a parent, every node of a
+parent) or the kernel, and what the local machine adds when the evidence is about itself."""
+
+import ipaddress
+import socket
+import urllib.parse
+
+from netdrops_collector import links, tuning
+from netdrops_collector.hostfs import HostFS
+
+from . import hostfacts, kernel_sampler, netdata_source
+from .errors import UnknownNode
+from .evidence import TUNING_KEYS
+
+
+def is_loopback_url(url):
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_node(info, node, where):
+    """Raise UnknownNode unless the parent holds `node` (by hostname or machine GUID)."""
+    known = [h.hostname for h in info.mirrored_hosts]
+    guids = [h.guid for h in info.mirrored_hosts if h.guid]
+    if node in known or node in guids:
+        return
+    raise UnknownNode("Netdata at {0} holds no node named {1!r}; it holds: {2}.".format(
+        where, node, ", ".join(known) or "none"))
+
+
+def from_netdata(client, window, hostfs=None):
+    """Evidence of the client's node (client.node set for a child read through a parent)."""
+    info, mode, windows, labels, alarms, notes = netdata_source.read_node(client, window)
+    node = client.node or info.hostname or urllib.parse.urlsplit(client.base_url).hostname
+    evidence = netdata_source.build_evidence(node, client.base_url, info, mode, windows, labels, alarms, notes)
+    evidence.requests = client.requests
+    if is_loopback_url(client.base_url) and (client.node is None or client.node == _local_hostname(info)):
+        enrich_local(evidence, hostfs or HostFS.from_env())
+    return evidence
+
+
+def _local_hostname(info):
+    return info.hostname
+
+
+def enrich_local(evidence, hostfs):
+    """The evidence is about this machine: read what Netdata does not chart (RX queues, RPS
+    masks, isolated CPUs, kinds of interfaces Netdata only names) and the settings as they are now."""
+    evidence.host = hostfacts.read_host_facts(hostfs)
+    now = tuning.read_sysctls(hostfs)
+    for key in TUNING_KEYS:
+        if now.get(key) is not None:
+            evidence.tuning[key] = now[key]
+    evidence.tuning_source = "kernel"
+    for iface in evidence.interfaces:
+        if iface.kind_source == "name" and hostfs.exists("sys/class/net", iface.name):
+            link = links.link_from_sysfs(hostfs, iface.name)
+            iface.kind, iface.role, iface.kind_source = link.kind, link.role, "sysfs"
+            iface.container = iface.container or link.container
+    hostfacts.enrich_interfaces(evidence, hostfs)
+    evidence.udp_socket_drops = hostfacts.udp_sockets_now(hostfs)
+    hostfacts.name_socket_owners(evidence, hostfs.path("proc"))
+
+
+def from_kernel(window, hostfs=None, node=None):
+    hostfs = hostfs or HostFS.from_env()
+    sample = kernel_sampler.sample_kernel(window, hostfs=hostfs)
+    host = hostfacts.read_host_facts(hostfs)
+    evidence = kernel_sampler.evidence_from_sample(sample, node or socket.gethostname(), host)
+    hostfacts.enrich_interfaces(evidence, hostfs)
+    hostfacts.name_socket_owners(evidence, hostfs.path("proc"))
+    return evidence

@@ -1,0 +1,292 @@
+"""A small client for Netdata's REST API (v1, as served by 1.37 and later), and the parsers of
+its answers.
+
+The client only moves bytes and turns every failure into one NetdataError sentence; the parse_*
+functions take the decoded JSON, so tests feed them recorded answers of a real Netdata.
+
+A window is read with one /api/v1/data request per *context* (not per chart): with
+`options=jsonwrap` the answer carries `chart_ids` beside `dimension_names`, which tells the
+columns of different charts apart. `unaligned` is required: without it 1.37 aligns a one-point
+query to a multiple of the window, which can end before the agent's first entry and yield only
+nulls (see tests/fixtures/netdata_api/data_aligned_window_before_history.json).
+"""
+
+import collections
+import json
+import socket
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from .errors import (NetdataFormatError, NetdataHTTPError, NetdataTimeout, NetdataUnreachable,
+                     UnknownNode)
+
+DEFAULT_URL = "http://127.0.0.1:19999"
+
+# 1.37's answer to /host/<name>/... for a name it does not hold (HTTP 404, text/html).
+UNKNOWN_HOST_TEXT = "does not maintain a database for host"
+# 1.37's answer to /api/v1/data for a context it does not have, or a window without data.
+NO_METRICS_TEXT = "No metrics where matched to query"
+
+NodeInfo = collections.namedtuple(
+    "NodeInfo", "hostname version uid mirrored_hosts cores_total kernel_version container")
+MirroredHost = collections.namedtuple("MirroredHost", "hostname guid reachable hops")
+ContextMeta = collections.namedtuple("ContextMeta", "first_time last_time collected")
+Column = collections.namedtuple("Column", "chart_id dim_id dim_name value latest")
+Alarm = collections.namedtuple("Alarm", "name chart status value units info")
+
+
+class Window(collections.namedtuple(
+        "Window", "context group after before first_entry last_entry update_every columns")):
+    """One context over a time window: one value per (chart, dimension)."""
+
+    @property
+    def seconds(self):
+        """The span the values cover: from the later of the query start and the first stored
+        point, to the last point, each point standing for update_every seconds."""
+        start = max(self.after, self.first_entry) if self.first_entry else self.after
+        return max(0, self.before - start) + self.update_every
+
+    def by_chart(self):
+        """{chart_id: {dimension name: value}}."""
+        out = {}
+        for col in self.columns:
+            out.setdefault(col.chart_id, {})[col.dim_name] = col.value
+        return out
+
+
+class NetdataClient:
+    """GETs against one Netdata, optionally through a parent's /host/<node>/ prefix."""
+
+    def __init__(self, base_url=DEFAULT_URL, timeout=5.0, node=None):
+        self.base_url = normalize_url(base_url)
+        self.timeout = timeout
+        self.node = node
+        self.requests = 0  # how many requests this client made (the tests keep it small)
+
+    def for_node(self, node):
+        client = NetdataClient(self.base_url, self.timeout, node)
+        return client
+
+    @property
+    def where(self):
+        """How sentences name this Netdata: its URL, and the node when read through a parent."""
+        if self.node:
+            return "node {0!r} at {1}".format(self.node, self.base_url)
+        return self.base_url
+
+    def url_for(self, path, params=None):
+        prefix = "/host/" + urllib.parse.quote(self.node, safe="") if self.node else ""
+        query = "?" + urllib.parse.urlencode(params, safe=",*") if params else ""
+        return self.base_url + prefix + path + query
+
+    def get_bytes(self, path, params=None):
+        url = self.url_for(path, params)
+        shown = path + ("?" + urllib.parse.urlencode(params, safe=",*") if params else "")
+        self.requests += 1
+        request = urllib.request.Request(url, headers={"Accept": "application/json",
+                                                       "User-Agent": "netdrops-advisor"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as resp:
+                return resp.read()
+        except urllib.error.HTTPError as err:
+            body = _error_body(err)
+            if err.code == 404 and UNKNOWN_HOST_TEXT in body:
+                raise UnknownNode("Netdata at {0} holds no node named {1!r}.".format(
+                    self.base_url, self.node))
+            detail = ": " + body if body else ""
+            raise NetdataHTTPError("Netdata at {0} answered HTTP {1} to {2}{3}.".format(
+                self.where, err.code, shown, detail.rstrip(".")), err.code)
+        except urllib.error.URLError as err:
+            if isinstance(err.reason, (socket.timeout, TimeoutError)):
+                raise NetdataTimeout("Netdata at {0} did not answer {1} within {2:g} s.".format(
+                    self.where, path, self.timeout))
+            raise NetdataUnreachable("No Netdata answers at {0} ({1}).".format(
+                self.base_url, _reason(err.reason)))
+        except (socket.timeout, TimeoutError):
+            raise NetdataTimeout("Netdata at {0} did not answer {1} within {2:g} s.".format(
+                self.where, path, self.timeout))
+        except (ConnectionError, OSError) as err:
+            # e.g. the connection reset while reading the body
+            raise NetdataUnreachable("The connection to Netdata at {0} failed while reading {1} ({2}).".format(
+                self.where, path, _reason(err)))
+
+    def get_json(self, path, params=None):
+        body = self.get_bytes(path, params)
+        try:
+            return decode_json(body)
+        except ValueError as err:
+            raise NetdataFormatError("Netdata at {0} sent malformed JSON for {1} ({2}).".format(
+                self.where, path, err))
+
+    # -- the endpoints the advisor uses ------------------------------------------------------
+
+    def info(self):
+        return self._parsed(parse_info, "/api/v1/info")
+
+    def contexts(self):
+        return self._parsed(parse_contexts, "/api/v1/contexts")
+
+    def window(self, context, seconds, group):
+        params = {"context": context, "after": -int(seconds), "points": 1, "group": group,
+                  "format": "json", "options": "jsonwrap,unaligned"}
+        return self._parsed(parse_window, "/api/v1/data", params, context=context, group=group)
+
+    def chart_labels(self, context):
+        params = {"context": context, "options": "instances,labels"}
+        return self._parsed(parse_chart_labels, "/api/v1/context", params)
+
+    def alarms(self):
+        return self._parsed(parse_alarms, "/api/v1/alarms")
+
+    def _parsed(self, parser, path, params=None, **kwargs):
+        doc = self.get_json(path, params)
+        try:
+            return parser(doc, **kwargs)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
+            raise NetdataFormatError("Netdata at {0} answered {1} in a shape the advisor does not "
+                                     "know ({2}: {3}).".format(self.where, path, type(err).__name__, err))
+
+
+def normalize_url(url):
+    """'host:port' or 'http://host:port/' -> 'http://host:port'; ValueError for what is not a URL."""
+    if "://" not in url:
+        url = "http://" + url
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("not an http(s) URL: {0!r}".format(url))
+    try:
+        parts.port  # raises ValueError on a bad port
+    except ValueError:
+        raise ValueError("bad port in {0!r}".format(url))
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+
+
+def decode_json(body):
+    if not body:
+        raise ValueError("empty answer")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError("not UTF-8: {0}".format(err))
+    return json.loads(text)
+
+
+def _error_body(err):
+    """The first line of an error answer (Netdata explains its 4xx in plain text)."""
+    try:
+        text = err.read(512).decode("utf-8", "replace")
+    except (OSError, ValueError):
+        return ""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0][:200] if lines else ""
+
+
+def _reason(reason):
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(reason, socket.gaierror):
+        return "host name not found"
+    text = getattr(reason, "strerror", None) or str(reason)
+    return text[0].lower() + text[1:] if text else "unknown error"
+
+
+# -- parsers: decoded JSON -> records ----------------------------------------------------------
+
+def _require_dict(doc, what):
+    if not isinstance(doc, dict):
+        raise TypeError("{0} is a {1}, not an object".format(what, type(doc).__name__))
+    return doc
+
+
+def parse_info(doc):
+    doc = _require_dict(doc, "/api/v1/info")
+    hosts = []
+    statuses = doc.get("mirrored_hosts_status") or []
+    by_name = {s.get("hostname"): s for s in statuses if isinstance(s, dict)}
+    for name in doc.get("mirrored_hosts") or []:
+        status = by_name.get(name, {})
+        hosts.append(MirroredHost(name, status.get("guid"), bool(status.get("reachable", True)),
+                                  int(status.get("hops", 0) or 0)))
+    cores = doc.get("cores_total")
+    try:
+        cores = int(cores) if cores not in (None, "") else None
+    except (TypeError, ValueError):
+        cores = None
+    version = doc["version"]
+    if not isinstance(version, str):
+        raise TypeError("version is not text")
+    return NodeInfo(hostname=hosts[0].hostname if hosts else None, version=version,
+                    uid=doc.get("uid"), mirrored_hosts=hosts, cores_total=cores,
+                    kernel_version=doc.get("kernel_version"), container=doc.get("container"))
+
+
+def parse_contexts(doc):
+    """/api/v1/contexts -> {context: ContextMeta}."""
+    contexts = _require_dict(_require_dict(doc, "/api/v1/contexts")["contexts"], "contexts")
+    return {name: ContextMeta(meta.get("first_time_t"), meta.get("last_time_t"), bool(meta.get("collected")))
+            for name, meta in contexts.items() if isinstance(meta, dict)}
+
+
+def _number(value):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError("value {0!r} is not a number".format(value))
+    if value != value:  # NaN
+        return None
+    return float(value)
+
+
+def parse_window(doc, context, group):
+    """A one-point jsonwrap answer of /api/v1/data -> Window (absolute values: Netdata shows
+    outbound drops negated)."""
+    doc = _require_dict(doc, "/api/v1/data")
+    chart_ids = doc["chart_ids"]
+    dim_ids = doc["dimension_ids"]
+    names = doc["dimension_names"]
+    latest = doc.get("latest_values") or [None] * len(dim_ids)
+    if not (len(chart_ids) == len(dim_ids) == len(names) == len(latest)):
+        raise ValueError("chart_ids, dimension_ids, dimension_names and latest_values differ in length")
+    rows = _require_dict(doc["result"], "result")["data"]
+    if len(rows) > 1:
+        raise ValueError("{0} points where one was asked for".format(len(rows)))
+    row = rows[0][1:] if rows else [None] * len(dim_ids)
+    if len(row) != len(dim_ids):
+        raise ValueError("{0} values for {1} dimensions".format(len(row), len(dim_ids)))
+    columns = []
+    for chart_id, dim_id, name, value, last in zip(chart_ids, dim_ids, names, row, latest):
+        value = _number(value)
+        last = _number(last)
+        columns.append(Column(chart_id, dim_id, name, abs(value) if value is not None else None,
+                              abs(last) if last is not None else None))
+    update_every = int(doc.get("update_every") or 1)
+    return Window(context=context, group=group, after=int(doc["after"]), before=int(doc["before"]),
+                  first_entry=int(doc.get("first_entry") or 0), last_entry=int(doc.get("last_entry") or 0),
+                  update_every=max(1, update_every), columns=columns)
+
+
+def parse_chart_labels(doc):
+    """/api/v1/context?options=instances,labels -> {chart_id: {label: value}}."""
+    charts = _require_dict(_require_dict(doc, "/api/v1/context").get("charts") or {}, "charts")
+    return {chart_id: dict(_require_dict(chart, chart_id).get("labels") or {})
+            for chart_id, chart in charts.items()}
+
+
+def parse_alarms(doc):
+    """/api/v1/alarms (raised ones) -> [Alarm], WARNING and CRITICAL only."""
+    alarms = _require_dict(_require_dict(doc, "/api/v1/alarms").get("alarms") or {}, "alarms")
+    out = []
+    for alarm in alarms.values():
+        if not isinstance(alarm, dict) or alarm.get("status") not in ("WARNING", "CRITICAL"):
+            continue
+        value = alarm.get("value")
+        out.append(Alarm(alarm.get("name"), alarm.get("chart"), alarm.get("status"),
+                         value if isinstance(value, (int, float)) else None,
+                         alarm.get("units"), alarm.get("info")))
+    return sorted(out, key=lambda a: (a.status != "CRITICAL", a.name or ""))
+
+
+def is_no_metrics(error):
+    """True for 1.37's 404 'No metrics where matched to query.' (no such context, or no data)."""
+    return isinstance(error, NetdataHTTPError) and error.status == 404 and NO_METRICS_TEXT in str(error)

@@ -1,0 +1,287 @@
+"""Evidence from a Netdata agent: the netdrops.* charts when the collector runs there, else
+Netdata's own softnet, interface and UDP charts.
+
+read_node() makes the requests (one per context, so the count does not grow with CPUs or
+interfaces); build_evidence() turns the answers into Evidence without any I/O.
+"""
+
+import re
+
+from netdrops_collector import charts as nd_charts
+
+from .errors import MissingEvidence, NetdataHTTPError
+from .evidence import (SOURCE_NETDROPS, SOURCE_STOCK, Alarm, CpuEvidence, Evidence, IfaceEvidence,
+                       TUNING_KEYS, guess_kind)
+from .netdata_api import is_no_metrics
+
+SUM, MAX, AVERAGE = "sum", "max", "average"
+
+# context -> how its points are folded into one value over the window
+NETDROPS_PLAN = (
+    (nd_charts.CTX_SOFTNET_DROPPED, SUM),
+    (nd_charts.CTX_SOFTNET_SQUEEZE, SUM),
+    (nd_charts.CTX_SOFTNET_PROCESSED, SUM),
+    (nd_charts.CTX_BACKLOG_FILL, MAX),
+    (nd_charts.CTX_DROPS_BY_KIND, SUM),
+    (nd_charts.CTX_IFACE_DROPS, SUM),
+    (nd_charts.CTX_IFACE_NIC_LOSS, SUM),
+    (nd_charts.CTX_SOCKET_DROPS, SUM),
+    (nd_charts.CTX_TUNING, MAX),
+)
+STOCK_PLAN = (
+    ("cpu.softnet_stat", SUM),
+    ("net.drops", SUM),
+    ("net.fifo", SUM),
+    ("ipv4.udperrors", SUM),
+    ("ipv6.udperrors", SUM),
+    ("ip.tcp_accept_queue", SUM),
+)
+COMMON_PLAN = (
+    ("cpu.cpu", AVERAGE),
+    ("net.packets", SUM),
+)
+SYSTEM_SOFTNET = "system.softnet_stat"
+
+CPU_IN_DIM = re.compile(r"^cpu(\d+)$")
+CPU_IN_CHART = re.compile(r"\.cpu(\d+)(?:_softnet_stat)?$")
+
+
+def choose_mode(contexts):
+    if nd_charts.CTX_SOFTNET_DROPPED in contexts:
+        return SOURCE_NETDROPS
+    if "cpu.softnet_stat" in contexts or SYSTEM_SOFTNET in contexts:
+        return SOURCE_STOCK
+    return None
+
+
+def read_node(client, window_seconds, node_name=None):
+    """All the answers one node's evidence needs: (info, mode, {context: Window}, labels, alarms, notes)."""
+    info = client.info()
+    contexts = client.contexts()
+    mode = choose_mode(contexts)
+    if mode is None:
+        raise MissingEvidence("Netdata at {0} has neither the netdrops charts nor its own softnet_stat "
+                              "charts, so it holds no receive-path evidence.".format(client.where))
+    plan = NETDROPS_PLAN if mode == SOURCE_NETDROPS else STOCK_PLAN
+    plan = plan + COMMON_PLAN
+    if mode == SOURCE_STOCK and "cpu.softnet_stat" not in contexts:
+        plan = ((SYSTEM_SOFTNET, SUM),) + plan
+    if mode == SOURCE_NETDROPS:
+        plan = plan + (("ipv4.udperrors", SUM), ("ipv6.udperrors", SUM))
+    windows, notes = {}, []
+    for context, group in plan:
+        if context not in contexts:
+            continue
+        try:
+            windows[context] = client.window(context, window_seconds, group)
+        except NetdataHTTPError as err:
+            if not is_no_metrics(err):
+                raise
+            notes.append("Netdata has no data for {0} in the last {1} s.".format(context, window_seconds))
+    main = nd_charts.CTX_SOFTNET_DROPPED if mode == SOURCE_NETDROPS else (
+        "cpu.softnet_stat" if "cpu.softnet_stat" in windows else SYSTEM_SOFTNET)
+    if main not in windows or all(c.value is None for c in windows[main].columns):
+        raise MissingEvidence("Netdata at {0} has no {1} data in the last {2} s (is its collector "
+                              "running, or the node connected?).".format(client.where, main, window_seconds))
+    label_context = nd_charts.CTX_IFACE_DROPS if mode == SOURCE_NETDROPS else "net.drops"
+    labels = client.chart_labels(label_context) if label_context in contexts else {}
+    try:
+        alarms = client.alarms()
+    except NetdataHTTPError as err:
+        alarms = []
+        notes.append("Could not read the active alarms ({0}).".format(err))
+    return info, mode, windows, labels, alarms, notes
+
+
+def _count(value, window):
+    """A group=sum value (sum of per-second rates) -> events over the window."""
+    return None if value is None else value * window.update_every
+
+
+def _cpu_of_dim(name):
+    m = CPU_IN_DIM.match(name)
+    return int(m.group(1)) if m else None
+
+
+def _first_chart(window):
+    """The values of one chart of a per-host context (several jobs would give several)."""
+    charts = window.by_chart()
+    return charts[sorted(charts)[0]] if charts else {}
+
+
+def _device_of(chart_id, prefix):
+    """'net_drops.eth0' -> 'eth0'."""
+    _type, _dot, rest = chart_id.partition(".")
+    return rest[len(prefix):] if rest.startswith(prefix) else rest
+
+
+def build_evidence(node, url, info, mode, windows, labels, alarms, notes):
+    """The answers of read_node() -> Evidence (pure)."""
+    main_ctx = nd_charts.CTX_SOFTNET_DROPPED if mode == SOURCE_NETDROPS else (
+        "cpu.softnet_stat" if "cpu.softnet_stat" in windows else SYSTEM_SOFTNET)
+    main = windows[main_ctx]
+    cpus = {}
+
+    def cpu(cpu_id):
+        if cpu_id not in cpus:
+            cpus[cpu_id] = CpuEvidence(cpu=cpu_id)
+        return cpus[cpu_id]
+
+    notes = list(notes)
+    rps_interfaces = None
+    if mode == SOURCE_NETDROPS:
+        for ctx, attr in ((nd_charts.CTX_SOFTNET_DROPPED, "dropped"), (nd_charts.CTX_SOFTNET_SQUEEZE, "squeezed"),
+                          (nd_charts.CTX_SOFTNET_PROCESSED, "processed")):
+            if ctx in windows:
+                for name, value in _first_chart(windows[ctx]).items():
+                    cpu_id = _cpu_of_dim(name)
+                    if cpu_id is not None:
+                        setattr(cpu(cpu_id), attr, _count(value, windows[ctx]) or 0.0)
+        if nd_charts.CTX_BACKLOG_FILL in windows:
+            for name, value in _first_chart(windows[nd_charts.CTX_BACKLOG_FILL]).items():
+                cpu_id = _cpu_of_dim(name)
+                if cpu_id is not None and value is not None:
+                    cpu(cpu_id).backlog_peak_pct = value
+        if len(main.by_chart()) > 1:
+            notes.append("Several netdrops jobs publish {0}; the advisor reads {1}.".format(
+                main_ctx, sorted(main.by_chart())[0]))
+    elif main_ctx == "cpu.softnet_stat":
+        for chart_id, dims in main.by_chart().items():
+            m = CPU_IN_CHART.search(chart_id)
+            if not m:
+                continue
+            c = cpu(int(m.group(1)))
+            c.processed = _count(dims.get("processed"), main) or 0.0
+            c.dropped = _count(dims.get("dropped"), main) or 0.0
+            c.squeezed = _count(dims.get("squeezed"), main) or 0.0
+            c.rps_ipis = _count(dims.get("received_rps"), main)
+            c.flow_limit = _count(dims.get("flow_limit_count"), main)
+        notes.append("CPU numbers are the row numbers of Netdata's own softnet_stat charts, which are "
+                     "the CPU ids unless a CPU is offline.")
+    else:
+        dims = _first_chart(main)
+        c = cpu(-1)  # -1: all CPUs together
+        c.processed = _count(dims.get("processed"), main) or 0.0
+        c.dropped = _count(dims.get("dropped"), main) or 0.0
+        c.squeezed = _count(dims.get("squeezed"), main) or 0.0
+        c.flow_limit = _count(dims.get("flow_limit_count"), main)
+        notes.append("Netdata has no per-CPU softnet charts here: totals only, no CPU can be named.")
+
+    if "cpu.cpu" in windows:
+        for chart_id, dims in windows["cpu.cpu"].by_chart().items():
+            m = CPU_IN_CHART.search(chart_id)
+            if m and int(m.group(1)) in cpus:
+                values = [v for v in dims.values() if v is not None]
+                c = cpus[int(m.group(1))]
+                c.busy_pct = min(100.0, sum(values)) if values else None
+                c.softirq_pct = dims.get("softirq")
+
+    interfaces = _interfaces(mode, windows, labels)
+    sockets = _sockets(mode, windows)
+    tuning = dict.fromkeys(TUNING_KEYS)
+    tuning_source = None
+    if nd_charts.CTX_TUNING in windows:
+        for col in windows[nd_charts.CTX_TUNING].columns:
+            if col.dim_name in tuning and col.latest is not None:
+                tuning[col.dim_name] = int(col.latest)
+            elif col.dim_name == "rps_interfaces" and col.latest is not None:
+                rps_interfaces = int(col.latest)
+        tuning_source = "netdata"
+    drops_by_kind = None
+    if nd_charts.CTX_DROPS_BY_KIND in windows:
+        w = windows[nd_charts.CTX_DROPS_BY_KIND]
+        drops_by_kind = {k: _count(v, w) or 0.0 for k, v in _first_chart(w).items()}
+
+    detail = "Netdata {0} at {1}{2}, {3}".format(
+        info.version, url, " (node {0})".format(node) if node != info.hostname or len(info.mirrored_hosts) > 1 else "",
+        "netdrops charts" if mode == SOURCE_NETDROPS else "Netdata's own charts (the netdrops collector is not installed there)")
+    return Evidence(
+        node=node, source=mode, source_detail=detail, window_seconds=float(main.seconds),
+        start_time=max(main.after, main.first_entry or 0), end_time=main.before, url=url,
+        netdata_version=info.version, cpus=[cpus[k] for k in sorted(cpus)],
+        cpu_ids_are_rows=(mode == SOURCE_STOCK), interfaces=interfaces, drops_by_kind=drops_by_kind,
+        sockets=sockets, tuning=tuning, tuning_source=tuning_source, rps_interfaces=rps_interfaces,
+        alarms=[Alarm(a.name, a.chart, a.status, a.value, a.units, a.info) for a in alarms], notes=notes)
+
+
+def _interfaces(mode, windows, labels):
+    found = {}
+
+    def iface(name, **kw):
+        if name not in found:
+            found[name] = IfaceEvidence(name=name, **kw)
+        return found[name]
+
+    if mode == SOURCE_NETDROPS:
+        drops = windows.get(nd_charts.CTX_IFACE_DROPS)
+        if drops:
+            for chart_id, dims in drops.by_chart().items():
+                lab = labels.get(chart_id, {})
+                name = lab.get("device") or _device_of(chart_id, "iface_")[:-len("_drops")]
+                i = iface(name, kind=lab.get("kind", "other"), role=lab.get("role"), kind_source="netdrops",
+                          peer=lab.get("peer"), container=lab.get("container"))
+                i.inbound_drops = _count(dims.get("inbound"), drops) or 0.0
+                i.outbound_drops = _count(dims.get("outbound"), drops) or 0.0
+        loss = windows.get(nd_charts.CTX_IFACE_NIC_LOSS)
+        if loss:
+            for chart_id, dims in loss.by_chart().items():
+                lab = labels.get(chart_id[:-len("_nic_loss")] + "_drops", {})
+                name = lab.get("device") or _device_of(chart_id, "iface_")[:-len("_nic_loss")]
+                i = iface(name, kind=lab.get("kind", "physical"), role=lab.get("role"), kind_source="netdrops")
+                i.missed = _count(dims.get("missed"), loss) or 0.0
+                i.fifo = _count(dims.get("fifo"), loss) or 0.0
+    else:
+        drops = windows.get("net.drops")
+        if drops:
+            for chart_id, dims in drops.by_chart().items():
+                name = labels.get(chart_id, {}).get("device") or _device_of(chart_id, "")
+                itype = labels.get(chart_id, {}).get("interface_type")
+                i = iface(name, kind=guess_kind(name, itype), kind_source="name")
+                i.inbound_drops = _count(dims.get("inbound"), drops) or 0.0
+                i.outbound_drops = _count(dims.get("outbound"), drops) or 0.0
+        fifo = windows.get("net.fifo")
+        if fifo:
+            for chart_id, dims in fifo.by_chart().items():
+                name = _device_of(chart_id, "")
+                i = iface(name, kind=guess_kind(name), kind_source="name")
+                i.fifo = _count(dims.get("receive"), fifo) or 0.0
+    packets = windows.get("net.packets")
+    if packets:
+        for chart_id, dims in packets.by_chart().items():
+            name = _device_of(chart_id, "")
+            rx = _count(dims.get("received"), packets)
+            if name in found:
+                found[name].rx_packets = rx
+            elif rx:
+                iface(name, kind=guess_kind(name), kind_source="name").rx_packets = rx
+    return sorted(found.values(), key=lambda i: i.name)
+
+
+def _sockets(mode, windows):
+    def dim(ctx, name):
+        w = windows.get(ctx)
+        if not w:
+            return None
+        values = [_count(c.value, w) for c in w.columns if c.dim_name == name and c.value is not None]
+        return sum(values) if values else None
+
+    def add(*values):
+        known = [v for v in values if v is not None]
+        return sum(known) if known else None
+
+    if mode == SOURCE_NETDROPS:
+        w = windows.get(nd_charts.CTX_SOCKET_DROPS)
+        sockets = dict.fromkeys(("udp_rcvbuf_errors", "udp_in_errors", "tcp_listen_drops", "tcp_listen_overflows"))
+        if w:
+            for name, value in _first_chart(w).items():
+                if name in sockets:
+                    sockets[name] = _count(value, w) or 0.0
+    else:
+        sockets = {
+            "udp_rcvbuf_errors": add(dim("ipv4.udperrors", "RcvbufErrors"), dim("ipv6.udperrors", "RcvbufErrors")),
+            "udp_in_errors": add(dim("ipv4.udperrors", "InErrors"), dim("ipv6.udperrors", "InErrors")),
+            "tcp_listen_drops": dim("ip.tcp_accept_queue", "ListenDrops"),
+            "tcp_listen_overflows": dim("ip.tcp_accept_queue", "ListenOverflows"),
+        }
+    sockets["udp_sndbuf_errors"] = add(dim("ipv4.udperrors", "SndbufErrors"), dim("ipv6.udperrors", "SndbufErrors"))
+    return sockets

@@ -1,0 +1,46 @@
+"""/proc/stat per-CPU time, to tell a CPU with no time left (tuning cannot help) from one that
+only needs a longer queue."""
+
+import collections
+
+CpuTimes = collections.namedtuple("CpuTimes", "total idle softirq")
+
+
+def parse_proc_stat(text):
+    """Text -> {cpu id: CpuTimes} for the `cpuN` lines (the aggregate `cpu` line is skipped).
+
+    Columns: user nice system idle iowait irq softirq steal guest guest_nice; guest time is
+    already inside user, so it is not added twice."""
+    out = {}
+    for line in text.splitlines():
+        if not line.startswith("cpu") or line.startswith("cpu "):
+            continue
+        fields = line.split()
+        try:
+            cpu = int(fields[0][3:])
+            values = [int(v) for v in fields[1:9]]
+        except ValueError:
+            continue
+        values += [0] * (8 - len(values))
+        idle = values[3] + values[4]
+        out[cpu] = CpuTimes(total=sum(values), idle=idle, softirq=values[6])
+    return out
+
+
+def utilisation(before, after):
+    """{cpu: (busy %, softirq %)} between two parse_proc_stat results."""
+    out = {}
+    for cpu, end in after.items():
+        start = before.get(cpu)
+        if start is None:
+            continue
+        total = end.total - start.total
+        if total <= 0:
+            continue
+        busy = 100.0 * (total - (end.idle - start.idle)) / total
+        out[cpu] = (max(0.0, min(100.0, busy)), 100.0 * (end.softirq - start.softirq) / total)
+    return out
+
+
+def read_proc_stat(hostfs):
+    return parse_proc_stat(hostfs.read_text("proc/stat"))

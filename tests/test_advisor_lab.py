@@ -1,0 +1,225 @@
+"""The advisor on real drops: the drop lab (tests/lab.py) makes the kernel drop packets, a real
+Netdata 1.37 with the netdrops collector (or the kernel itself) is the evidence, and the
+advisor's diagnosis is checked against what the lab did and the kernel's own counters."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import unavailable
+from lab import HEAVY, RPS_TARGET_CPU, SEED, UDP_OVERRUN
+from netdatad import NETDATA_BIN, NetdataFactory
+from netdrops_collector import charts
+
+ADVISOR = [sys.executable, "-m", "netdrops_advisor.cli"]
+WINDOW = 10  # seconds of lab traffic each diagnosis reads
+
+
+def advise(*args, timeout=120):
+    proc = subprocess.run(ADVISOR + list(args), capture_output=True, text=True, timeout=timeout)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def advise_json(*args):
+    code, out, err = advise(*(args + ("--json",)))
+    doc = json.loads(out)
+    assert doc["exit_code"] == code, err
+    return code, doc
+
+
+def install_collector(nd):
+    subprocess.run(["netdrops-collector", "install", "--mode", "plugin", "--plugins-dir", nd.plugins_dir,
+                    "--pythond-dir", nd.pythond_dir, "--config-dir", nd.config_dir,
+                    "--lib-dir", os.path.join(nd.root, "netdrops-lib")],
+                   check=True, capture_output=True, text=True)
+
+
+def veth_chart(lab):
+    return "netdrops_local.iface_{0}_drops".format(charts.sanitize(lab.host_ifname))
+
+
+def finding(doc, cause):
+    found = [f for f in doc["findings"] if f["id"] == cause]
+    assert found, "no {0} finding in {1}".format(cause, [f["id"] for f in doc["findings"]])
+    return found[0]
+
+
+def recommended(doc):
+    return {r["setting"]: r for r in doc["recommendations"]}
+
+
+def steady_window(lab, seconds=WINDOW):
+    """Let traffic settle, then the kernel's own counts over `seconds` (the advisor reads the same span)."""
+    time.sleep(2)
+    return lab.measure(seconds)
+
+
+@pytest.fixture(scope="module")
+def netdata_with_collector():
+    """One real Netdata with the netdrops plugin, shared by the single-node lab tests."""
+    if not os.access(NETDATA_BIN, os.X_OK) or os.geteuid() != 0:
+        unavailable("needs root and Debian's netdata")
+    factory = NetdataFactory()
+    try:
+        nd = factory("advisor")
+        install_collector(nd)
+        nd.start()
+        nd.wait_chart("netdrops.softnet_dropped", timeout=60)
+        yield nd
+    finally:
+        factory.close()
+
+
+# -- a real Netdata in the drop lab ------------------------------------------------------------
+
+@pytest.mark.netdata
+def test_backlog_overflow_on_the_right_cpu_and_veth(netdata_with_collector, drop_lab):
+    nd = netdata_with_collector
+    drop_lab.run_traffic(HEAVY)
+    nd.wait_chart(veth_chart(drop_lab), timeout=20)
+    kernel = steady_window(drop_lab)
+    code, doc = advise_json("--url", nd.url, "--window", str(WINDOW))
+
+    assert code == 1 and doc["status"] == "problems"
+    assert doc["source"]["kind"] == "netdata" and doc["source"]["requests"] <= 25
+    overflow = finding(doc, "backlog_overflow")
+    assert overflow["cpus"] == [RPS_TARGET_CPU]
+    assert drop_lab.host_ifname in overflow["interfaces"]
+    rec = recommended(doc)["net.core.netdev_max_backlog"]
+    assert int(rec["new"]) > int(rec["current"]) == HEAVY.backlog
+    assert rec["host_only"] and rec["raise_only"] and rec["cause"] == "backlog_overflow"
+    assert not any(s.startswith("net.core.rmem") for s in recommended(doc))
+    # the advisor's rate is the kernel's, seen through Netdata
+    row = {c["metric"]: c for c in doc["success_criteria"]}["backlog drops, CPU {0}".format(RPS_TARGET_CPU)]
+    kernel_rate = kernel.softnet_dropped[RPS_TARGET_CPU] / kernel.when
+    print("\nlab HEAVY via Netdata: advisor {0:.2f}/s, kernel {1:.2f}/s on CPU {2}".format(
+        row["now"], kernel_rate, RPS_TARGET_CPU))
+    assert row["now"] == pytest.approx(kernel_rate, rel=0.3) and not row["met"]
+    veth = [i for i in doc["evidence"]["interfaces"] if i["name"] == drop_lab.host_ifname][0]
+    assert veth["kind"] == "veth" and veth["rps_masks"] == ["{0:x}".format(1 << RPS_TARGET_CPU)]
+
+
+@pytest.mark.netdata
+def test_healthy_lab_gets_no_recommendation(netdata_with_collector, drop_lab):
+    nd = netdata_with_collector
+    # the same bursts at the default backlog of 1000: nothing is dropped
+    drop_lab.start_udp_bursts(SEED.bursts_per_sec, SEED.burst_size)
+    kernel = steady_window(drop_lab)
+    code, doc = advise_json("--url", nd.url, "--window", str(WINDOW))
+    print("\nhealthy lab: kernel dropped {0}, advisor status {1}".format(sum(kernel.softnet_dropped.values()), doc["status"]))
+    assert sum(kernel.softnet_dropped.values()) == 0 and drop_lab.received > 0
+    assert code == 0 and doc["status"] == "healthy"
+    assert doc["recommendations"] == []
+    assert all(f["severity"] == "note" for f in doc["findings"])
+    assert all(c["met"] for c in doc["success_criteria"])
+    code, text, _ = advise("--url", nd.url, "--window", str(WINDOW))
+    text = " ".join(text.split())
+    assert code == 0 and "No receive-path problems" in text and "sysctl -w" not in text
+
+
+@pytest.mark.netdata
+def test_udp_receiver_that_does_not_keep_up_gets_socket_buffers_not_backlog(netdata_with_collector, drop_lab):
+    nd = netdata_with_collector
+    drop_lab.run_traffic(UDP_OVERRUN)
+    kernel = steady_window(drop_lab)
+    code, doc = advise_json("--url", nd.url, "--window", str(WINDOW))
+    print("\nUDP overrun: kernel RcvbufErrors {0:.2f}/s, softnet drops {1}".format(
+        kernel.udp_rcvbuf_errors / kernel.when, sum(kernel.softnet_dropped.values())))
+    assert kernel.udp_rcvbuf_errors > 0
+    assert code == 1
+    overrun = finding(doc, "socket_rcvbuf_overflow")
+    assert "not a backlog problem" in overrun["reason"]
+    assert any(str(47000) in line for line in overrun["evidence"]), overrun["evidence"]
+    assert "backlog_overflow" not in [f["id"] for f in doc["findings"]]
+    settings = set(recommended(doc))
+    assert settings and settings <= {"net.core.rmem_max", "net.core.rmem_default"}
+    assert "net.core.netdev_max_backlog" not in settings
+    row = {c["metric"]: c for c in doc["success_criteria"]}["UDP receive-buffer errors"]
+    assert row["now"] == pytest.approx(kernel.udp_rcvbuf_errors / kernel.when, rel=0.3)
+
+
+# -- no Netdata: the kernel itself -------------------------------------------------------------
+
+def _port_refuses(port):
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_kernel_source_in_the_lab(drop_lab):
+    drop_lab.run_traffic(HEAVY)
+    time.sleep(2)
+    before = drop_lab.kernel_counters()
+    code, doc = advise_json("--source", "kernel", "--window", "6")
+    kernel = drop_lab.kernel_counters().minus(before)
+    assert code == 1 and doc["source"]["kind"] == "kernel"
+    overflow = finding(doc, "backlog_overflow")
+    assert overflow["cpus"] == [RPS_TARGET_CPU] and drop_lab.host_ifname in overflow["interfaces"]
+    assert overflow["confidence"] == "high"
+    assert recommended(doc)["net.core.netdev_max_backlog"]["current"] == str(HEAVY.backlog)
+    cpu = [c for c in doc["evidence"]["cpus"] if c["cpu"] == RPS_TARGET_CPU][0]
+    # the advisor's window lies inside the kernel's measurement
+    assert 0 < cpu["dropped"] <= kernel.softnet_dropped[RPS_TARGET_CPU]
+    assert cpu["dropped"] / doc["window"]["seconds"] == pytest.approx(
+        kernel.softnet_dropped[RPS_TARGET_CPU] / kernel.when, rel=0.3)
+    print("\nlab HEAVY, kernel source: advisor {0:.2f}/s, kernel {1:.2f}/s".format(
+        cpu["dropped"] / doc["window"]["seconds"], kernel.softnet_dropped[RPS_TARGET_CPU] / kernel.when))
+
+    # the README's command on a machine without Netdata: no arguments at all
+    if not _port_refuses(19999):
+        pytest.skip("something listens on 127.0.0.1:19999, so the no-argument run would read it")
+    started = time.monotonic()
+    code, text, err = advise()
+    took = time.monotonic() - started
+    text = " ".join(text.split())  # the text is wrapped for people
+    assert code == 1, err
+    assert "No Netdata answers at http://127.0.0.1:19999" in text and "sampled the kernel directly for 10 s" in text
+    assert "CPU {0}".format(RPS_TARGET_CPU) in text and drop_lab.host_ifname in text
+    assert "sysctl -w net.core.netdev_max_backlog=1000" in text
+    assert "net.core.netdev_max_backlog = 1000" in text
+    assert 10 <= took < 20
+
+
+# -- a parent and a child ----------------------------------------------------------------------
+
+@pytest.mark.netdata
+def test_node_and_all_nodes_read_the_child_through_the_parent(netdata_factory, drop_lab):
+    parent, child = netdata_factory.parent_and_child()
+    install_collector(child)  # the child runs new plugins within seconds
+    drop_lab.run_traffic(HEAVY)
+    prefix = "/host/" + child.hostname
+    parent.wait_chart(veth_chart(drop_lab), timeout=60, host_prefix=prefix)
+    time.sleep(WINDOW + 2)
+
+    code, doc = advise_json("--url", parent.url, "--node", child.hostname, "--window", str(WINDOW))
+    assert code == 1 and doc["node"] == child.hostname
+    assert doc["source"]["kind"] == "netdata" and doc["source"]["url"] == parent.url
+    overflow = finding(doc, "backlog_overflow")
+    assert overflow["cpus"] == [RPS_TARGET_CPU] and drop_lab.host_ifname in overflow["interfaces"]
+    rec = recommended(doc)["net.core.netdev_max_backlog"]
+    assert rec["current"] == str(HEAVY.backlog)   # from the child's netdrops.tuning chart
+    assert doc["run_on_host"]                      # another node's settings: its commands run there
+
+    code, doc = advise_json("--url", parent.url, "--all-nodes", "--window", str(WINDOW))
+    assert doc["mode"] == "all-nodes" and code == 1 and doc["status"] == "problems"
+    by_node = {n["node"]: n for n in doc["nodes"]}
+    assert set(by_node) == {parent.hostname, child.hostname}
+    assert by_node[child.hostname]["source"]["kind"] == "netdata"
+    assert by_node[parent.hostname]["source"]["kind"] == "netdata-stock"  # no collector on the parent
+    assert "backlog_overflow" in [f["id"] for f in by_node[child.hostname]["findings"]]
+    ranks = [({"problems": 0, "error": 1, "healthy": 2}[n["status"]]) for n in doc["nodes"]]
+    assert ranks == sorted(ranks)
+
+    code, text, _ = advise("--url", parent.url, "--all-nodes", "--window", str(WINDOW))
+    lines = [line for line in text.splitlines() if line.startswith("  ")]
+    assert code == 1 and len(lines) == 2
+    assert any(child.hostname in line and "PROBLEMS" in line for line in lines)
+
+    code, _out, err = advise("--url", parent.url, "--node", "nosuch")
+    assert code == 2 and "no node named 'nosuch'" in err and child.hostname in err

@@ -1,0 +1,271 @@
+"""The advisor against Netdata's answers in odd cases: recorded answers of a real Netdata 1.37.1
+(tests/fixtures/netdata_api/, each file says where it came from), fed to the parsers directly
+and served over a real loopback HTTP server to the client and the command line; plus the
+failures no recording can hold (nothing listening, a server that never answers)."""
+
+import http.server
+import json
+import socket
+import subprocess
+import sys
+import threading
+import urllib.parse
+
+import pytest
+
+from test_advisor_support import recorded, recorded_json
+from netdrops_advisor import netdata_api, netdata_source
+from netdrops_advisor.errors import (MissingEvidence, NetdataFormatError, NetdataHTTPError, NetdataTimeout,
+                                     NetdataUnreachable, UnknownNode)
+from netdrops_advisor.netdata_api import NetdataClient, parse_window
+from netdrops_advisor.report import build_report
+
+ADVISOR = [sys.executable, "-m", "netdrops_advisor.cli"]
+
+
+# -- a loopback server that replays recorded answers -------------------------------------------
+
+class Replay:
+    """Serves {(path, context or None): (status, content type, body)} on 127.0.0.1."""
+
+    def __init__(self, routes):
+        self.routes = routes
+        self.seen = []
+        replay = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                url = urllib.parse.urlsplit(self.path)
+                context = urllib.parse.parse_qs(url.query).get("context", [None])[0]
+                replay.seen.append(self.path)
+                status, ctype, body = replay.routes.get((url.path, context)) or replay.routes.get(
+                    (url.path, None), (404, "text/plain", "Unsupported v1 API command"))
+                data = body.encode("utf-8")
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:{0}".format(self.server.server_address[1])
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def route(name, path=None, context=None):
+    rec = recorded(name)
+    return (path or urllib.parse.urlsplit(rec["request"]).path, context), (rec["status"], rec["content_type"], rec["body"])
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_advisor(*args, timeout=60):
+    proc = subprocess.run(ADVISOR + list(args), capture_output=True, text=True, timeout=timeout)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def assert_one_sentence_exit_2(code, out, err, *words):
+    assert code == 2, (out, err)
+    assert "Traceback" not in err + out
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+# -- recorded answers through the parsers ------------------------------------------------------
+
+def test_every_fixture_says_where_it_came_from():
+    import glob
+    import os
+    from test_advisor_support import FIXTURES
+    for path in glob.glob(os.path.join(FIXTURES, "*.json")):
+        with open(path) as f:
+            rec = json.load(f)
+        assert "Netdata" in rec["recorded_from"] and "v1.37.1" in rec["recorded_from"], path
+        assert rec["situation"] and rec["request"].startswith("/"), path
+
+
+def test_a_window_keeps_charts_apart_and_counts_a_vanished_veth():
+    window = parse_window(recorded_json("data_iface_drops_vanished_veth"), "netdrops.iface_drops", "sum")
+    by_chart = window.by_chart()
+    assert set(by_chart) == {"netdrops_local.iface_eth0_drops", "netdrops_local.iface_ndl8042h0_drops",
+                             "netdrops_local.iface_ndl9298h0_drops"}
+    # the deleted veth's drops still count: group=sum adds up the points it had
+    assert by_chart["netdrops_local.iface_ndl8042h0_drops"]["inbound"] == pytest.approx(629, abs=1)
+    assert by_chart["netdrops_local.iface_eth0_drops"]["inbound"] == 0
+    assert window.seconds == window.before - window.first_entry + 1  # agent younger than the window
+
+
+def test_an_aligned_query_before_history_is_all_nulls():
+    window = parse_window(recorded_json("data_aligned_window_before_history"), "netdrops.iface_drops", "average")
+    assert window.before < window.first_entry
+    assert all(c.value is None for c in window.columns)
+
+
+def test_netdatas_own_per_cpu_charts_are_enough_to_name_the_cpu():
+    windows = {"cpu.softnet_stat": parse_window(recorded_json("data_cpu_softnet_stat_stock"), "cpu.softnet_stat", "sum")}
+    info = netdata_api.parse_info(recorded_json("info_single"))
+    ev = netdata_source.build_evidence("advx", "http://netdata:19999", info, "netdata-stock", windows, {}, [], [])
+    assert [c.cpu for c in ev.cpus] == [0, 1]
+    assert ev.cpu(1).dropped == pytest.approx(45, abs=1) and ev.cpu(0).dropped == 0
+    assert ev.cpu_ids_are_rows
+    report = build_report(ev)
+    finding = report.findings[0]
+    assert finding.id == "backlog_overflow" and finding.detection.cpus == [1]
+    assert finding.detection.confidence == "medium"  # stock charts cannot tell flow-limit drops apart
+    rec = report.recommendations[0]
+    assert rec.setting == "net.core.netdev_max_backlog" and rec.current is None and rec.new == "5000"
+    assert report.run_on_host  # another machine's evidence: its commands run there
+
+
+def test_labels_alarms_contexts_and_parent_info():
+    labels = netdata_api.parse_chart_labels(recorded_json("context_labels_iface_drops"))
+    veth = labels["netdrops_local.iface_ndl9298h0_drops"]
+    assert (veth["kind"], veth["device"]) == ("veth", "ndl9298h0")
+    alarms = netdata_api.parse_alarms(recorded_json("alarms_backlog_warning"))
+    assert "1min_netdev_backlog_exceeded" in [a.name for a in alarms]
+    assert all(a.status in ("WARNING", "CRITICAL") for a in alarms)
+    assert netdata_source.choose_mode(netdata_api.parse_contexts(recorded_json("contexts_netdrops"))) == "netdata"
+    assert netdata_source.choose_mode(netdata_api.parse_contexts(recorded_json("contexts_stock_only"))) == "netdata-stock"
+    info = netdata_api.parse_info(recorded_json("info_parent_with_child"))
+    assert [h.hostname for h in info.mirrored_hosts] == ["parent", "child"]
+    assert info.version == "v1.37.1"
+
+
+def test_a_shape_the_parser_does_not_know_is_a_format_error():
+    doc = recorded_json("data_cpu_softnet_stat_stock")
+    doc["chart_ids"] = doc["chart_ids"][:-1]
+    with pytest.raises(ValueError):
+        parse_window(doc, "cpu.softnet_stat", "sum")
+    doc = recorded_json("data_cpu_softnet_stat_stock")
+    doc["result"]["data"][0].append(1.0)
+    with pytest.raises(ValueError):
+        parse_window(doc, "cpu.softnet_stat", "sum")
+
+
+# -- the client over real sockets --------------------------------------------------------------
+
+def test_nothing_listening_is_unreachable():
+    client = NetdataClient("http://127.0.0.1:{0}".format(free_port()), timeout=2)
+    with pytest.raises(NetdataUnreachable, match="connection refused"):
+        client.info()
+
+
+def test_a_server_that_never_answers_times_out():
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)  # the kernel completes the handshake; nobody ever reads or answers
+        client = NetdataClient("http://127.0.0.1:{0}".format(listener.getsockname()[1]), timeout=1)
+        with pytest.raises(NetdataTimeout, match="within 1 s"):
+            client.info()
+
+
+def test_recorded_http_errors_become_sentences():
+    routes = dict([route("unknown_node"), route("context_not_found")])
+    with Replay(routes) as server:
+        with pytest.raises(UnknownNode, match="nosuchnode"):
+            NetdataClient(server.url, node="nosuchnode").info()
+        with pytest.raises(NetdataHTTPError) as err:
+            NetdataClient(server.url).window("netdrops.nosuch", 10, "sum")
+        assert netdata_api.is_no_metrics(err.value)
+        assert "No metrics where matched to query" in str(err.value)
+
+
+def test_malformed_json_is_a_format_error():
+    info = recorded("info_single")
+    truncated = (200, info["content_type"], info["body"][: len(info["body"]) // 2])  # a cut-off answer
+    with Replay({("/api/v1/info", None): truncated}) as server:
+        with pytest.raises(NetdataFormatError, match="malformed JSON"):
+            NetdataClient(server.url).info()
+
+
+def test_a_node_without_data_in_the_window_is_missing_evidence():
+    routes = dict([route("info_single"), route("contexts_netdrops"),
+                   route("data_aligned_window_before_history", "/api/v1/data")])
+    with Replay(routes) as server:
+        client = NetdataClient(server.url)
+        with pytest.raises(MissingEvidence, match="no netdrops.softnet_dropped data"):
+            netdata_source.read_node(client, 60)
+
+
+def test_one_request_per_context_whatever_the_number_of_charts():
+    body = recorded("data_cpu_softnet_stat_stock")
+    routes = dict([route("info_single"), route("contexts_stock_only")])
+    routes[("/api/v1/data", None)] = (200, body["content_type"], body["body"])
+    with Replay(routes) as server:
+        client = NetdataClient(server.url)
+        netdata_source.read_node(client, 30)
+    data_requests = [p for p in server.seen if p.startswith("/api/v1/data")]
+    contexts = [urllib.parse.parse_qs(urllib.parse.urlsplit(p).query)["context"][0] for p in data_requests]
+    assert len(contexts) == len(set(contexts))
+    assert client.requests <= 12
+    assert all("unaligned" in p for p in data_requests)
+
+
+# -- the command line: one sentence, exit 2, never a traceback ---------------------------------
+
+def test_cli_unreachable_url():
+    url = "http://127.0.0.1:{0}".format(free_port())
+    assert_one_sentence_exit_2(*run_advisor("--url", url), "No Netdata answers", url)
+
+
+def test_cli_timeout():
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        url = "http://127.0.0.1:{0}".format(listener.getsockname()[1])
+        assert_one_sentence_exit_2(*run_advisor("--url", url, "--timeout", "1"), "did not answer", "1 s")
+
+
+def test_cli_http_error_and_malformed_json():
+    info = recorded("info_single")
+    routes = {("/api/v1/info", None): (500, "text/plain", "Internal server error (synthetic, not recorded)")}
+    with Replay(routes) as server:
+        assert_one_sentence_exit_2(*run_advisor("--url", server.url), "HTTP 500")
+    routes = {("/api/v1/info", None): (200, info["content_type"], info["body"][:300])}
+    with Replay(routes) as server:
+        assert_one_sentence_exit_2(*run_advisor("--url", server.url), "malformed JSON")
+
+
+def test_cli_unknown_node_names_the_nodes_there_are():
+    routes = dict([route("info_parent_with_child"), route("unknown_node_on_parent")])
+    with Replay(routes) as server:
+        assert_one_sentence_exit_2(*run_advisor("--url", server.url, "--node", "nosuch"),
+                                   "no node named 'nosuch'", "parent, child")
+
+
+def test_cli_missing_charts_and_json_error_report():
+    routes = dict([route("info_single"), route("contexts_netdrops"), route("context_not_found", "/api/v1/data")])
+    with Replay(routes) as server:
+        code, out, err = run_advisor("--url", server.url, "--json")
+    assert_one_sentence_exit_2(code, out, err, "no netdrops.softnet_dropped data")
+    doc = json.loads(out)
+    assert doc["status"] == "error" and doc["exit_code"] == 2 and doc["error"] in err
+    assert doc["findings"] == [] and doc["recommendations"] == []
+
+
+def test_cli_usage_errors_exit_2():
+    code, out, err = run_advisor("--source", "kernel", "--url", "http://127.0.0.1:1")
+    assert code == 2 and "cannot be combined" in err and "Traceback" not in err
+    code, out, err = run_advisor("--window", "-3")
+    assert code == 2 and "Traceback" not in err
+    code, out, err = run_advisor("--help")
+    assert code == 0
+    for option in ("--json", "--url", "--node", "--all-nodes", "--window", "--source", "--timeout"):
+        assert option in out
