@@ -156,35 +156,75 @@ def load_manifest(layout):
     return manifest
 
 
+def missing_dirs(path):
+    """The directories above `path` that do not exist yet, outermost first."""
+    missing = []
+    d = os.path.dirname(path)
+    while d and not os.path.isdir(d):
+        missing.append(d)
+        d = os.path.dirname(d)
+    return list(reversed(missing))
+
+
+def pythond_disabled(layout):
+    """A python.d.conf in the user config that would keep the module from running, or None."""
+    path = os.path.join(layout.config_dir, "python.d.conf")
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [l.split("#", 1)[0].strip().replace(" ", "") for l in f]
+    except OSError:
+        return None
+    if "netdrops:no" in lines or ("default_run:no" in lines and "netdrops:yes" not in lines):
+        return path
+    return None
+
+
 def install(root=None, mode="auto", health=True, dry_run=False, **dirs):
     layout = detect(root, **dirs)
     if mode == "auto":
         mode = "python.d" if layout.has_pythond else "plugin"
     elif mode == "python.d" and not layout.has_pythond:
         raise InstallError("this Netdata has no python.d.plugin (in {0}); use --mode plugin".format(layout.plugins_dir))
-    previous = load_manifest(layout) or {"files": []}
+    previous = load_manifest(layout) or {"files": [], "dirs": []}
     owned = set(previous["files"])
-    written = []
+    created_dirs = list(previous.get("dirs", []))
+    plan = []
     for dest, data, fmode, is_config in planned_files(layout, mode, health):
         if is_config and os.path.exists(dest) and dest not in owned:
             log.info("keeping %s (already there, not ours)", dest)
             continue
-        if os.path.exists(dest) and read_bytes(dest) == data and dest in owned:
-            written.append(dest)
+        if dest in owned and os.path.exists(dest) and read_bytes(dest) == data:
             continue
+        plan.append((dest, data, fmode))
+    for dest, _data, _mode in plan:
         log.info("%s %s", "would write" if dry_run else "writing", dest)
-        if not dry_run:
-            write_atomic(dest, data, fmode)
-        written.append(dest)
     if dry_run:
         return 0
-    stale = [p for p in owned if p not in written]
-    for path in stale:  # a mode switch: the other front-end's files go
+    for dest, _data, _mode in plan:
+        created_dirs.extend(d for d in missing_dirs(dest) if d not in created_dirs)
+    keep = {dest for dest, _d, _m, is_config in planned_files(layout, mode, health)
+            if dest in owned or dest in {p[0] for p in plan}}
+    # The manifest is written before the files, listing every file this install may create,
+    # so that an install cut short can still be uninstalled.
+    save_manifest(layout, mode, sorted(owned | keep), created_dirs)
+    for dest, data, fmode in plan:
+        write_atomic(dest, data, fmode)
+    for path in sorted(owned - keep):  # a mode switch: the other front-end's files go
         _remove(path)
-    manifest = {"mode": mode, "files": sorted(written)}
-    write_atomic(os.path.join(layout.lib_dir, MANIFEST), json.dumps(manifest, indent=1).encode())
-    log.info("installed netdrops (%s) into %s; restart Netdata to load it", mode, layout.plugins_dir)
+    save_manifest(layout, mode, sorted(keep), created_dirs)
+    if not plan:
+        log.info("netdrops (%s) is already installed in %s; nothing to change", mode, layout.plugins_dir)
+    else:
+        log.info("installed netdrops (%s) into %s; restart Netdata to load it", mode, layout.plugins_dir)
+    disabled = pythond_disabled(layout) if mode == "python.d" else None
+    if disabled:
+        log.warning("%s keeps python.d modules off unless named: add the line 'netdrops: yes' to it", disabled)
     return 0
+
+
+def save_manifest(layout, mode, files, dirs):
+    manifest = {"mode": mode, "files": files, "dirs": dirs}
+    write_atomic(os.path.join(layout.lib_dir, MANIFEST), json.dumps(manifest, indent=1).encode())
 
 
 def _remove(path):
@@ -205,12 +245,16 @@ def uninstall(root=None, dry_run=False, **dirs):
             log.info("would remove %s", path)
         else:
             _remove(path)
-    if not dry_run:
-        _remove(os.path.join(layout.lib_dir, MANIFEST))
-        shutil.rmtree(os.path.join(layout.lib_dir, "netdrops_collector", "__pycache__"), ignore_errors=True)
-        for d in (os.path.join(layout.lib_dir, "netdrops_collector"), layout.lib_dir):
-            try:
-                os.rmdir(d)
-            except OSError:
-                pass
+    if dry_run:
+        return 0
+    _remove(os.path.join(layout.lib_dir, MANIFEST))
+    shutil.rmtree(os.path.join(layout.lib_dir, "netdrops_collector", "__pycache__"), ignore_errors=True)
+    # Directories install created, deepest first, if nothing else lives in them now.
+    created = manifest.get("dirs", []) + [os.path.join(layout.lib_dir, "netdrops_collector"), layout.lib_dir]
+    for d in sorted(set(created), key=len, reverse=True):
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
+    log.info("netdrops removed; restart Netdata to unload it")
     return 0
