@@ -1,0 +1,102 @@
+"""Shared fixtures: the drop lab (real kernel drops) and real Netdata daemons.
+
+Tests that use drop_lab / drop_lab_factory are marked `lab` and `root`, tests that use
+netdata_factory are marked `netdata`, whether or not they say so themselves.
+Nothing here is skipped in CI (CI=true): a missing prerequisite fails the test there.
+"""
+
+import os
+import shutil
+
+import pytest
+
+from lab import DropLab, RPS_TARGET_CPU
+from netdatad import NETDATA_BIN, NetdataFactory
+
+LAB_FIXTURES = {"drop_lab", "drop_lab_factory"}
+NETDATA_FIXTURES = {"netdata_factory"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        used = set(item.fixturenames)
+        if used & LAB_FIXTURES:
+            item.add_marker(pytest.mark.lab)
+            item.add_marker(pytest.mark.root)
+        if used & NETDATA_FIXTURES:
+            item.add_marker(pytest.mark.netdata)
+
+
+def unavailable(reason):
+    """Skip on a developer machine that cannot run the test; fail in CI, which must run it."""
+    if os.environ.get("CI"):
+        pytest.fail("CI cannot run this test: " + reason)
+    pytest.skip(reason)
+
+
+def require_lab():
+    if os.geteuid() != 0:
+        unavailable("needs root (namespaces, sysctls)")
+    if not os.path.exists("/sys/devices/system/cpu/cpu{0}/online".format(RPS_TARGET_CPU)) \
+            and os.cpu_count() <= RPS_TARGET_CPU:
+        unavailable("needs a CPU {0} to steer RPS to".format(RPS_TARGET_CPU))
+    for tool in ("ip", "taskset"):
+        if not shutil.which(tool):
+            unavailable("needs {0} (iproute2, util-linux)".format(tool))
+
+
+@pytest.fixture
+def requires_root():
+    if os.geteuid() != 0:
+        unavailable("needs root")
+
+
+@pytest.fixture
+def drop_lab():
+    """An entered DropLab (namespace + veth + RPS to CPU 1); cleaned up and restored after."""
+    require_lab()
+    with DropLab() as lab:
+        yield lab
+
+
+@pytest.fixture
+def drop_lab_factory():
+    """drop_lab_factory(**DropLab kwargs) -> another entered lab, for tests that need several."""
+    require_lab()
+    labs = []
+
+    def make(**kwargs):
+        lab = DropLab(**kwargs)
+        lab.__enter__()
+        labs.append(lab)
+        return lab
+
+    yield make
+    for lab in reversed(labs):
+        lab.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, "report_" + report.when, report)
+
+
+@pytest.fixture
+def netdata_factory(request):
+    """netdata_factory(name, **Netdata kwargs) -> a configured Netdata; call .start().
+    Also .parent_and_child(). Every instance is stopped afterwards; on failure the end of
+    each instance's error.log is printed into the report."""
+    if not os.access(NETDATA_BIN, os.X_OK):
+        unavailable("needs Debian's netdata ({0})".format(NETDATA_BIN))
+    if os.geteuid() != 0:
+        unavailable("needs root (Netdata drops privileges to user netdata)")
+    factory = NetdataFactory()
+    yield factory
+    call = getattr(request.node, "report_call", None)
+    if call is not None and call.failed:
+        for nd in factory.instances:
+            print("---- {0}: end of error.log ----".format(nd.name))
+            print(nd.log_text()[-4000:])
+    factory.close()
