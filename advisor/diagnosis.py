@@ -229,6 +229,13 @@ def detect_rx_on_one_cpu(ev):
     if not distressed:
         return None
     candidates = _rps_candidates(ev)
+    remote_note = None
+    if not candidates and not ev.host.local and ev.rps_interfaces == 0:
+        # another node: its per-queue masks are not charted, but no interface there has RPS on
+        candidates = [i for i in ev.interfaces if i.kind in ("physical", "veth") and i.role != "bond-slave"
+                      and ((i.rx_packets is not None and ev.rate(i.rx_packets) >= MIN_RX_PER_S) or _moved(i.inbound_drops))]
+        remote_note = ("RX queues and rps_cpus masks are only visible on the node itself: run "
+                       "netdrops-advisor there for the exact rps_cpus lines.")
     if not candidates:
         return None
     lines = ["{0} processed {1:.0f}% of {2} received packets".format(
@@ -238,15 +245,18 @@ def detect_rx_on_one_cpu(ev):
             cpu_name(c.cpu), fmt_rate(ev.rate(c.dropped)), fmt_rate(ev.rate(c.squeezed)),
             ", {0:.0f}% busy".format(c.busy_pct) if c.busy_pct is not None else ""))
     for iface in candidates:
-        lines.append("{0}: {1} RX queue{2}, RPS off, {3} received".format(
-            _where_iface(iface), iface.rx_queues, "" if iface.rx_queues == 1 else "s",
-            fmt_rate(ev.rate(iface.rx_packets))))
+        queues = "{0} RX queue{1}".format(iface.rx_queues, "" if iface.rx_queues == 1 else "s") \
+            if iface.rx_queues else "RX queues unknown"
+        lines.append("{0}: {1}, RPS off, {2} received".format(
+            _where_iface(iface), queues, fmt_rate(ev.rate(iface.rx_packets))))
     return Detection(
         summary="receive work is concentrated on {0} while {1} ha{2} RPS off".format(
             " and ".join(cpu_name(c.cpu) for c in hot), ", ".join(i.name for i in candidates),
             "s" if len(candidates) == 1 else "ve"),
-        confidence="medium", confidence_reason="which device feeds the hot CPU is inferred from traffic, not traced",
-        evidence=lines, cpus=[c.cpu for c in hot], interfaces=[i.name for i in candidates])
+        confidence="medium" if remote_note is None else "low",
+        confidence_reason="which device feeds the hot CPU is inferred from traffic, not traced",
+        evidence=lines, cpus=[c.cpu for c in hot], interfaces=[i.name for i in candidates],
+        beyond_tuning=remote_note)
 
 
 def detect_socket_rcvbuf(ev):

@@ -39,7 +39,7 @@ class IfaceEvidence:
     name: str
     kind: str = "other"           # physical, veth, bridge, bond, vlan, tun, other
     role: Optional[str] = None    # kind refined: bond-slave, wifi, loopback
-    kind_source: str = "netdrops"  # netdrops, sysfs, or name (a guess from the name alone)
+    kind_source: str = "netdrops"  # netdrops, netlink, sysfs, or name (a guess from the name alone)
     peer: Optional[str] = None
     container: Optional[str] = None
     rx_packets: Optional[float] = None

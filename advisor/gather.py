@@ -5,7 +5,7 @@ import ipaddress
 import socket
 import urllib.parse
 
-from netdrops_collector import links, tuning
+from netdrops_collector import links, sources, tuning
 from netdrops_collector.hostfs import HostFS
 
 from . import hostfacts, kernel_sampler, netdata_source
@@ -57,14 +57,34 @@ def enrich_local(evidence, hostfs):
         if now.get(key) is not None:
             evidence.tuning[key] = now[key]
     evidence.tuning_source = "kernel"
-    for iface in evidence.interfaces:
-        if iface.kind_source == "name" and hostfs.exists("sys/class/net", iface.name):
+    guessed = [i for i in evidence.interfaces if i.kind_source == "name"]
+    known = _links_by_name(hostfs) if guessed else {}
+    for iface in guessed:
+        if iface.name in known:
+            link, peer = known[iface.name]
+            iface.kind, iface.role, iface.kind_source = link.kind, link.role, "netlink"
+            iface.peer, iface.container = peer, iface.container or link.container
+        elif hostfs.exists("sys/class/net", iface.name):
             link = links.link_from_sysfs(hostfs, iface.name)
             iface.kind, iface.role, iface.kind_source = link.kind, link.role, "sysfs"
             iface.container = iface.container or link.container
     hostfacts.enrich_interfaces(evidence, hostfs)
     evidence.udp_socket_drops = hostfacts.udp_sockets_now(hostfs)
     hostfacts.name_socket_owners(evidence, hostfs.path("proc"))
+
+
+def _links_by_name(hostfs):
+    """{name: (Link, peer name)} from the collector's link table (one rtnetlink dump): kinds,
+    veth peers and the containers behind them, for interfaces Netdata's own charts only name."""
+    try:
+        source = sources.open_source("netlink", hostfs)
+    except Exception:  # no rtnetlink here (old kernel, seccomp): sysfs will do
+        return {}
+    try:
+        table = source.links
+        return {link.name: (link, table.peer_name(link)) for link in table.by_index.values()}
+    finally:
+        source.close()
 
 
 def from_kernel(window, hostfs=None, node=None):

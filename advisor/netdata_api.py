@@ -128,7 +128,8 @@ class NetdataClient:
         return self._parsed(parse_contexts, "/api/v1/contexts")
 
     def window(self, context, seconds, group):
-        params = {"context": context, "after": -int(seconds), "points": 1, "group": group,
+        # whole seconds, at least one: after=0 would mean "from the beginning" to Netdata
+        params = {"context": context, "after": -max(1, int(round(seconds))), "points": 1, "group": group,
                   "format": "json", "options": "jsonwrap,unaligned"}
         return self._parsed(parse_window, "/api/v1/data", params, context=context, group=group)
 

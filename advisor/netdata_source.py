@@ -93,6 +93,17 @@ def read_node(client, window_seconds, node_name=None):
     return info, mode, windows, labels, alarms, notes
 
 
+# Alarms worth showing beside a receive-path diagnosis (chart id prefixes, words in the name).
+ALARM_CHARTS = ("netdrops", "system.softnet_stat", "cpu.cpu", "net_drops.", "net_packets.", "net_fifo.",
+                "net.", "ipv4.udperrors", "ipv6.udperrors", "ip.tcp_accept_queue", "ipv4.tcplistenissues")
+ALARM_WORDS = ("softnet", "backlog", "drop", "squeeze", "udp", "listen", "fifo", "netdrops")
+
+
+def relevant_alarm(alarm):
+    name, chart = (alarm.name or "").lower(), (alarm.chart or "").lower()
+    return chart.startswith(ALARM_CHARTS) or any(word in name for word in ALARM_WORDS)
+
+
 def _count(value, window):
     """A group=sum value (sum of per-second rates) -> events over the window."""
     return None if value is None else value * window.update_every
@@ -201,7 +212,8 @@ def build_evidence(node, url, info, mode, windows, labels, alarms, notes):
         netdata_version=info.version, cpus=[cpus[k] for k in sorted(cpus)],
         cpu_ids_are_rows=(mode == SOURCE_STOCK), interfaces=interfaces, drops_by_kind=drops_by_kind,
         sockets=sockets, tuning=tuning, tuning_source=tuning_source, rps_interfaces=rps_interfaces,
-        alarms=[Alarm(a.name, a.chart, a.status, a.value, a.units, a.info) for a in alarms], notes=notes)
+        alarms=[Alarm(a.name, a.chart, a.status, a.value, a.units, a.info) for a in alarms if relevant_alarm(a)],
+        notes=notes)
 
 
 def _interfaces(mode, windows, labels):

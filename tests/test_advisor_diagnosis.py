@@ -7,7 +7,7 @@ import pytest
 
 from test_advisor_support import evidence, local_host, nic, veth
 from netdrops_advisor import diagnosis, recommend, render
-from netdrops_advisor.evidence import CpuEvidence
+from netdrops_advisor.evidence import CpuEvidence, HostFacts
 from netdrops_advisor.report import build_report
 
 
@@ -270,3 +270,20 @@ def test_schema_document_lists_every_key():
         assert "`{0}`".format(key) in doc or '"{0}"'.format(key) in doc, key
     for cause in diagnosis.CAUSES:
         assert "`{0}`".format(cause.id) in doc
+
+
+def test_remote_node_without_rps_anywhere_is_told_to_get_the_masks_on_the_node():
+    eth0 = nic("eth0", inbound=500.0, rx=100000.0)
+    eth0.rx_queues = eth0.rps_masks = eth0.rps_flow_cnt = None  # Netdata does not chart them
+    ev = evidence(cpus=cpus((95000.0, 500.0, 0.0), (2000.0, 0.0, 0.0)), interfaces=[eth0],
+                  host=HostFacts(local=False), source="netdata")
+    ev.rps_interfaces = 0
+    report = build_report(ev)
+    assert "rx_on_one_cpu" in ids(report)
+    assert not [r for r in report.recommendations if r.kind == "sysfs"]
+    doc = render.report_to_dict(report)
+    spread = [f for f in doc["findings"] if f["id"] == "rx_on_one_cpu"][0]
+    assert spread["confidence"] == "low" and "run netdrops-advisor there" in spread["beyond_tuning"]
+    # with one interface that has RPS on, the node may well spread already: nothing is claimed
+    ev.rps_interfaces = 1
+    assert "rx_on_one_cpu" not in ids(build_report(ev))

@@ -141,6 +141,9 @@ def test_labels_alarms_contexts_and_parent_info():
     alarms = netdata_api.parse_alarms(recorded_json("alarms_backlog_warning"))
     assert "1min_netdev_backlog_exceeded" in [a.name for a in alarms]
     assert all(a.status in ("WARNING", "CRITICAL") for a in alarms)
+    # only receive-path alarms are shown beside the diagnosis
+    shown = [a.name for a in alarms if netdata_source.relevant_alarm(a)]
+    assert shown == ["1min_netdev_backlog_exceeded"], [a.name for a in alarms]
     assert netdata_source.choose_mode(netdata_api.parse_contexts(recorded_json("contexts_netdrops"))) == "netdata"
     assert netdata_source.choose_mode(netdata_api.parse_contexts(recorded_json("contexts_stock_only"))) == "netdata-stock"
     info = netdata_api.parse_info(recorded_json("info_parent_with_child"))
