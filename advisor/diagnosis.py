@@ -143,6 +143,17 @@ def detect_backlog_overflow(ev):
     for iface in receivers[:5]:
         lines.append("{0}: {1} inbound drops ({2})".format(
             _where_iface(iface), fmt_count(_inbound_not_missed(iface)), fmt_rate(ev.rate(_inbound_not_missed(iface)))))
+    # seen from a container: its end of the veth counts the same packets as tx drops
+    senders = _veth_senders(ev)
+    matched += sum(i.outbound_drops for i in senders)
+    for iface in senders[:3]:
+        lines.append("{0}: {1} outbound drops ({2}), the sending end of a veth whose peer's backlog "
+                     "was full".format(_where_iface(iface), fmt_count(iface.outbound_drops),
+                                       fmt_rate(ev.rate(iface.outbound_drops))))
+    sndbuf = ev.sockets.get("udp_sndbuf_errors")
+    if _moved(sndbuf):
+        lines.append("UDP SndbufErrors rose by {0} alongside: a UDP sender gets ENOBUFS when the "
+                     "packet is dropped on its way out, so these are likely the same packets".format(fmt_count(sndbuf)))
     flow = ev.total("flow_limit")
     if _moved(flow):
         lines.append("flow_limit_count rose by {0}: some of these drops are the flow limit's "
@@ -150,8 +161,8 @@ def detect_backlog_overflow(ev):
     if near_full:
         confidence, why = "high", "the backlog was seen {0:.0f}% full on CPU {1}".format(
             near_full[0].backlog_peak_pct, near_full[0].cpu)
-    elif receivers and matched >= 0.5 * total:
-        confidence, why = "high", "the receiving interfaces' drops match the CPU backlog drops"
+    elif (receivers or senders) and matched >= 0.5 * total:
+        confidence, why = "high", "the interfaces' drop counters match the CPU backlog drops"
     elif ev.source == "netdata-stock":
         confidence, why = "medium", "softnet 'dropped' also counts flow-limit drops and drops of a device going down"
     else:
@@ -159,6 +170,8 @@ def detect_backlog_overflow(ev):
     where = ", ".join(cpu_name(c.cpu) for c in cpus)
     if receivers:
         where += ", arriving on " + ", ".join(_where_iface(i) for i in receivers[:3])
+    elif senders:
+        where += ", sent through " + ", ".join(_where_iface(i) for i in senders[:3])
     criteria = [Criterion("backlog drops, CPU {0}".format(c.cpu), ev.rate(c.dropped), TARGET_DROPS_PER_S)
                 for c in cpus[:4]]
     criteria += [Criterion("inbound drops, {0}".format(i.name), ev.rate(_inbound_not_missed(i)), TARGET_DROPS_PER_S)
@@ -167,7 +180,12 @@ def detect_backlog_overflow(ev):
         summary="{0} packets dropped because a CPU's backlog queue was full ({1}) on {2}".format(
             fmt_count(total), fmt_rate(ev.rate(total)), where),
         confidence=confidence, confidence_reason=why, evidence=lines,
-        cpus=[c.cpu for c in cpus], interfaces=[i.name for i in receivers], criteria=criteria)
+        cpus=[c.cpu for c in cpus], interfaces=[i.name for i in receivers + senders], criteria=criteria)
+
+
+def _veth_senders(ev):
+    return sorted((i for i in ev.interfaces if i.kind == "veth" and _moved(i.outbound_drops)),
+                  key=lambda i: -i.outbound_drops)
 
 
 def detect_budget_exhaustion(ev):
@@ -293,10 +311,17 @@ def detect_socket_sndbuf(ev):
     errors = ev.sockets.get("udp_sndbuf_errors")
     if not _moved(errors):
         return None
+    # SndbufErrors also count sends the egress path dropped (ENOBUFS), e.g. into a veth whose
+    # peer's backlog was full: when backlog or veth drops account for them, they are not a
+    # send-buffer problem (backlog_overflow reports them)
+    explained = (ev.total("dropped") or 0) + sum(i.outbound_drops for i in _veth_senders(ev))
+    if explained >= 0.5 * errors:
+        return None
     return Detection(
         summary="{0} UDP sends ({1}) failed because a socket's send buffer was full".format(
             fmt_count(errors), fmt_rate(ev.rate(errors))),
-        confidence="high", confidence_reason="the kernel counts these by name (Udp SndbufErrors)",
+        confidence="medium", confidence_reason="SndbufErrors also count sends dropped on the way out "
+                                               "(a full qdisc), which a larger buffer does not help",
         evidence=["UDP SndbufErrors: {0}".format(fmt_rate(ev.rate(errors))),
                   "net.core.wmem_default = {0}, net.core.wmem_max = {1}".format(
                       fmt_count(ev.tuning.get("wmem_default")), fmt_count(ev.tuning.get("wmem_max")))],

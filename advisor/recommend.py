@@ -119,8 +119,8 @@ def build_backlog(ev, finding, host):
     current, new = step
     det = finding.detection
     cpus = ", ".join(cpu_name(c) for c in det.cpus)
-    reason = "{0} dropped packets because its backlog queue was full ({1} packets).".format(
-        cpus, current if current is not None else "unknown")
+    reason = "{0} dropped packets because its backlog queue was full ({1}).".format(
+        cpus, "{0} packets".format(current) if current is not None else "its limit cannot be read from here")
     if current is not None and current < KERNEL_DEFAULTS["netdev_max_backlog"]:
         reason += " That is below the kernel default of 1000."
     effect = ("Each CPU queues up to {0} packets before dropping, so bursts of that size are absorbed; "

@@ -146,6 +146,19 @@ def test_socket_buffer_drops_get_socket_buffers_not_a_backlog_change():
     assert "not a backlog problem" in report.findings[0].cause.reason
 
 
+def test_send_errors_of_packets_the_backlog_dropped_are_not_a_send_buffer_problem():
+    # a UDP sender into a veth gets ENOBUFS (Udp SndbufErrors) when the peer's backlog is full
+    sender_side = veth("eth0", rps="0")
+    sender_side.outbound_drops = 130.0
+    ev = evidence(cpus=cpus((100.0, 0.0, 0.0), (900.0, 130.0, 0.0)), interfaces=[sender_side],
+                  sockets={"udp_sndbuf_errors": 130.0})
+    report = build_report(ev)
+    assert ids(report) == ["backlog_overflow"]
+    assert not any(s.startswith("net.core.wmem") for s in recs(report))
+    assert report.findings[0].detection.confidence == "high"
+    assert "sent through veth eth0" in report.findings[0].detection.summary
+
+
 def test_send_buffer_drops_get_wmem():
     report = build_report(evidence(sockets={"udp_sndbuf_errors": 30.0}))
     assert ids(report) == ["socket_sndbuf_overflow"]

@@ -189,6 +189,29 @@ def test_kernel_source_in_the_lab(drop_lab):
     assert "net.core.netdev_max_backlog = 1000" in text
 
 
+def test_inside_a_network_namespace_it_prints_the_commands_for_the_host(drop_lab):
+    """Run from the lab's namespace (a container's view): net.core backlog settings do not exist
+    there, so the changes are labelled host-only and printed for the host."""
+    drop_lab.run_traffic(HEAVY)
+    time.sleep(2)
+    inside = ["ip", "netns", "exec", drop_lab.netns] + ADVISOR + ["--source", "kernel", "--window", "3"]
+    proc = subprocess.run(inside + ["--json"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    doc = json.loads(proc.stdout)
+    host = doc["evidence"]["host"]
+    assert host["init_netns"] is False and host["in_container"] and doc["run_on_host"]
+    overflow = finding(doc, "backlog_overflow")  # softnet_stat is global: the host's CPUs
+    assert overflow["cpus"] == [RPS_TARGET_CPU] and overflow["confidence"] == "high"
+    assert drop_lab.ns_ifname in overflow["interfaces"]  # its end of the veth counts tx drops
+    rec = recommended(doc)["net.core.netdev_max_backlog"]
+    assert rec["current"] is None and rec["host_only"] and int(rec["new"]) >= 1000
+    # the sender's ENOBUFS (Udp SndbufErrors in its namespace) are the same packets, not a send-buffer problem
+    assert not any(s.startswith("net.core.wmem") for s in recommended(doc))
+    text = subprocess.run(inside, capture_output=True, text=True, timeout=60).stdout
+    assert "run the host-only commands below on the host" in " ".join(text.split())
+    assert "Apply now (as root on the host):" in text
+
+
 # -- a parent and a child ----------------------------------------------------------------------
 
 @pytest.mark.netdata
