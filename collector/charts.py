@@ -59,16 +59,18 @@ class Chart:
         return dim
 
 
+# Charts with a `total` dimension are lines: stacked, the total would be drawn twice.
+
 def host_charts():
     """The per-host charts, in dashboard order. Per-CPU dimensions are added as CPUs are seen."""
     p = PRIORITY_BASE
     charts = [
         Chart("softnet_dropped", "Packets dropped because the CPU backlog queue was full",
-              "packets/s", "softnet", CTX_SOFTNET_DROPPED, "stacked", p + 1),
+              "packets/s", "softnet", CTX_SOFTNET_DROPPED, "line", p + 1),
         Chart("softnet_backlog_fill", "Backlog queue length as a share of net.core.netdev_max_backlog",
               "percentage", "softnet", CTX_BACKLOG_FILL, "line", p + 2),
         Chart("softnet_squeeze", "Receive softirq runs that ran out of netdev_budget with work left",
-              "events/s", "softnet", CTX_SOFTNET_SQUEEZE, "stacked", p + 3),
+              "events/s", "softnet", CTX_SOFTNET_SQUEEZE, "line", p + 3),
         Chart("softnet_processed", "Packets processed by each CPU in the receive softirq, and RPS IPIs",
               "packets/s", "softnet", CTX_SOFTNET_PROCESSED, "line", p + 4),
         Chart("drops_by_kind", "Inbound drops by interface kind (host NICs versus container veths)",
