@@ -18,6 +18,7 @@ CTX_BACKLOG_FILL = "netdrops.softnet_backlog_fill"
 CTX_SOFTNET_DROPPED = "netdrops.softnet_dropped"
 CTX_SOFTNET_SQUEEZE = "netdrops.softnet_squeeze"
 CTX_SOFTNET_PROCESSED = "netdrops.softnet_processed"
+CTX_SOFTNET_FLOW_LIMIT = "netdrops.softnet_flow_limit"
 CTX_DROPS_BY_KIND = "netdrops.drops_by_kind"
 CTX_IFACE_DROPS = "netdrops.iface_drops"
 CTX_IFACE_DROP_RATIO = "netdrops.iface_drop_ratio"
@@ -73,6 +74,8 @@ def host_charts():
               "events/s", "softnet", CTX_SOFTNET_SQUEEZE, "line", p + 3),
         Chart("softnet_processed", "Packets processed by each CPU in the receive softirq, and RPS IPIs",
               "packets/s", "softnet", CTX_SOFTNET_PROCESSED, "line", p + 4),
+        Chart("softnet_flow_limit", "Packets dropped by the per-flow limit (net.core.flow_limit_cpu_bitmap)",
+              "packets/s", "softnet", CTX_SOFTNET_FLOW_LIMIT, "line", p + 5),
         Chart("drops_by_kind", "Inbound drops by interface kind (host NICs versus container veths)",
               "packets/s", "interfaces", CTX_DROPS_BY_KIND, "stacked", p + 10),
         Chart("socket_drops", "Socket-level receive drops (not fixed by a larger backlog)",
@@ -93,7 +96,7 @@ def host_charts():
     return charts
 
 
-SOCKET_DIMS = ("udp_rcvbuf_errors", "udp_in_errors", "tcp_listen_drops", "tcp_listen_overflows")
+SOCKET_DIMS = ("udp_rcvbuf_errors", "udp_in_errors", "udp_sndbuf_errors", "tcp_listen_drops", "tcp_listen_overflows")
 TUNING_DIMS = ("netdev_max_backlog", "netdev_budget", "netdev_budget_usecs", "rmem_default", "rmem_max",
                "wmem_default", "wmem_max", "rps_sock_flow_entries", "rps_interfaces")
 
@@ -102,6 +105,7 @@ CPU_DIM_CHARTS = {
     "softnet_dropped": ("incremental", 1),
     "softnet_squeeze": ("incremental", 1),
     "softnet_processed": ("incremental", 1),
+    "softnet_flow_limit": ("incremental", 1),
     "softnet_backlog_fill": ("absolute", PRECISION),
 }
 

@@ -101,6 +101,11 @@ class NetnsResolver:
             seen = {os.stat("/proc/self/ns/net").st_ino}  # our own namespace: most processes
         except OSError:
             seen = set()
+        try:
+            # Run inside a container, a peer in the host's namespace is the host, not a process.
+            host_inode = os.stat(self.hostfs.path("proc/1/ns/net")).st_ino
+        except OSError:
+            host_inode = None
         for pid in sorted((p for p in self.hostfs.listdir("proc") if p.isdigit()), key=int):
             ns_path = self.hostfs.path("proc", pid, "ns/net")
             try:
@@ -113,7 +118,10 @@ class NetnsResolver:
             nsid = self._nsid_of(ns_path)
             if nsid is None or nsid in names:
                 continue
-            names[nsid] = self._container_of_pid(pid) or "pid:{0}".format(pid)
+            if inode == host_inode:
+                names[nsid] = "host"
+            else:
+                names[nsid] = self._container_of_pid(pid) or "pid:{0}".format(pid)
         for netns in self.hostfs.listdir("run/netns"):
             nsid = self._nsid_of(self.hostfs.path("run/netns", netns))
             if nsid is not None and (nsid not in names or names[nsid].startswith("pid:")):

@@ -37,13 +37,14 @@ class Changes:
 
 
 class CpuCounters:
-    __slots__ = ("processed", "dropped", "squeeze", "rps")
+    __slots__ = ("processed", "dropped", "squeeze", "rps", "flow_limit")
 
     def __init__(self, row):
         self.processed = MonotonicCounter(row.processed)
         self.dropped = MonotonicCounter(row.dropped)
         self.squeeze = MonotonicCounter(row.time_squeeze)
         self.rps = MonotonicCounter(row.received_rps or 0)
+        self.flow_limit = MonotonicCounter(row.flow_limit_count or 0)
 
 
 class IfaceCharts:
@@ -116,28 +117,34 @@ class Collector:
             cpu = self.cpus.get(row.cpu)
             if cpu is None:
                 cpu = self.cpus[row.cpu] = CpuCounters(row)
-                self._add_cpu_dims(row.cpu, row.backlog_len is not None)
+                self._add_cpu_dims(row.cpu, row)
             else:
                 totals["dropped"] += cpu.dropped.update(row.dropped)
                 totals["squeeze"] += cpu.squeeze.update(row.time_squeeze)
                 cpu.processed.update(row.processed)
                 if row.received_rps is not None:
                     totals["rps"] += cpu.rps.update(row.received_rps)
+                if row.flow_limit_count is not None:
+                    cpu.flow_limit.update(row.flow_limit_count)
             name = charts.cpu_dim_name(row.cpu)
             values["softnet_dropped_" + name] = cpu.dropped.total
             values["softnet_squeeze_" + name] = cpu.squeeze.total
             values["softnet_processed_" + name] = cpu.processed.total
+            if row.flow_limit_count is not None:
+                values["softnet_flow_limit_" + name] = cpu.flow_limit.total
             if row.backlog_len is not None and backlog_max > 0:
                 values["softnet_backlog_fill_" + name] = row.backlog_len * 100 * PRECISION // backlog_max
         values["softnet_dropped_total"] = totals["dropped"]
         values["softnet_squeeze_total"] = totals["squeeze"]
         values["softnet_processed_rps_ipis"] = totals["rps"]
 
-    def _add_cpu_dims(self, cpu, has_backlog):
+    def _add_cpu_dims(self, cpu, row):
         name = charts.cpu_dim_name(cpu)
         for chart_id, (algorithm, divisor) in charts.CPU_DIM_CHARTS.items():
-            if chart_id == "softnet_backlog_fill" and not has_backlog:
-                continue
+            if chart_id == "softnet_backlog_fill" and row.backlog_len is None:
+                continue  # kernels before 5.10 do not print the backlog length
+            if chart_id == "softnet_flow_limit" and row.flow_limit_count is None:
+                continue  # nor, before 3.11, the flow limit count
             chart = self.host_charts[chart_id]
             dim = chart.add_dim(name, algorithm=algorithm, divisor=divisor)
             if self.announced:

@@ -46,6 +46,8 @@ def socket_drops(snmp, netstat):
     return {
         "udp_rcvbuf_errors": udp.get("RcvbufErrors", 0) + udp6.get("Udp6RcvbufErrors", 0),
         "udp_in_errors": udp.get("InErrors", 0) + udp6.get("Udp6InErrors", 0),
+        # A sender's ENOBUFS, also what a veth peer's full backlog looks like from the sending side.
+        "udp_sndbuf_errors": udp.get("SndbufErrors", 0) + udp6.get("Udp6SndbufErrors", 0),
         "tcp_listen_drops": tcpext.get("ListenDrops", 0),
         "tcp_listen_overflows": tcpext.get("ListenOverflows", 0),
     }

@@ -119,7 +119,8 @@ def test_snmp_fixture_socket_counters():
     tables = snmp.parse_snmp_pairs(fixture_text("proc", "snmp_linux618"), "snmp")
     ext = snmp.parse_snmp_pairs(fixture_text("proc", "netstat_linux618"), "netstat")
     drops = snmp.socket_drops(tables, ext)
-    assert set(drops) == {"udp_rcvbuf_errors", "udp_in_errors", "tcp_listen_drops", "tcp_listen_overflows"}
+    assert set(drops) == {"udp_rcvbuf_errors", "udp_in_errors", "udp_sndbuf_errors", "tcp_listen_drops",
+                          "tcp_listen_overflows"}
     assert drops["udp_rcvbuf_errors"] == tables["Udp"]["RcvbufErrors"]
     assert drops["tcp_listen_drops"] == ext["TcpExt"]["ListenDrops"]
 
