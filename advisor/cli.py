@@ -11,7 +11,7 @@ import traceback
 
 from netdrops_collector.hostfs import HostFS
 
-from . import __version__, gather, render
+from . import __version__, apply_cli, gather, render
 from .errors import AdvisorError, MissingEvidence, NetdataError
 from .netdata_api import DEFAULT_URL, NetdataClient, normalize_url
 from .report import ERROR, HEALTHY, PROBLEMS, build_report, error_report
@@ -74,6 +74,7 @@ def build_parser():
     parser.add_argument("--json", action="store_true", help="print the documented JSON report (schema netdrops-advisor/1)")
     parser.add_argument("--debug", action="store_true", help="show a traceback if the advisor itself fails")
     parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
+    apply_cli.add_arguments(parser)
     return parser
 
 
@@ -84,6 +85,8 @@ def main(argv=None):
     if args.source == "kernel" and remote:
         parser.error("--source kernel reads this machine; it cannot be combined with --url, --node or --all-nodes")
     try:
+        if apply_cli.handles(args, parser):   # --apply, --dry-run, --verify, --rollback
+            return apply_cli.main(args, parser)
         if args.all_nodes:
             return run_all_nodes(args)
         return run_one(args, remote)
