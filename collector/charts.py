@@ -23,6 +23,7 @@ CTX_DROPS_BY_KIND = "netdrops.drops_by_kind"
 CTX_IFACE_DROPS = "netdrops.iface_drops"
 CTX_IFACE_DROP_RATIO = "netdrops.iface_drop_ratio"
 CTX_IFACE_NIC_LOSS = "netdrops.iface_nic_loss"
+CTX_IFACE_PACKETS = "netdrops.iface_packets"
 CTX_SOCKET_DROPS = "netdrops.socket_drops"
 CTX_TUNING = "netdrops.tuning"
 
@@ -30,14 +31,15 @@ PRIORITY_BASE = 70000
 
 
 class Dim:
-    __slots__ = ("id", "name", "algorithm", "multiplier", "divisor")
+    __slots__ = ("id", "name", "algorithm", "multiplier", "divisor", "source")
 
-    def __init__(self, chart_id, name, algorithm="incremental", multiplier=1, divisor=1):
+    def __init__(self, chart_id, name, algorithm="incremental", multiplier=1, divisor=1, source=None):
         self.id = "{0}_{1}".format(chart_id, name)
         self.name = name
         self.algorithm = algorithm
         self.multiplier = multiplier
         self.divisor = divisor
+        self.source = source or name  # per-interface dims: the running total they show
 
 
 class Chart:
@@ -122,8 +124,12 @@ def sanitize(name):
     return _UNSAFE.sub("_", name)
 
 
+IFACE_PRIORITY_STEP = 4  # priorities each interface's charts take
+
+
 def iface_charts(link, peer, master, priority):
-    """The charts one interface gets: drops, drop ratio, and NIC-level loss for physical NICs."""
+    """The charts one interface gets: drops, drop ratio, packets arriving (received + dropped,
+    what the ratio alarms sum over minutes), and NIC-level loss for physical NICs."""
     dev = sanitize(link.name)
     family = "{0}/{1}".format(link.role, link.name)
     labels = {"device": link.name, "kind": link.kind, "role": link.role}
@@ -139,11 +145,15 @@ def iface_charts(link, peer, master, priority):
     drops.add_dim("outbound", multiplier=-1)
     ratio = Chart("iface_{0}_drop_ratio".format(dev), "Inbound drops as a share of packets arriving on {0}".format(link.name),
                   "percentage", family, CTX_IFACE_DROP_RATIO, "line", priority + 1, labels)
-    ratio.add_dim("inbound", algorithm="absolute", divisor=PRECISION)
-    charts = [drops, ratio]
+    ratio.add_dim("inbound", algorithm="absolute", divisor=PRECISION, source="ratio")
+    packets = Chart("iface_{0}_packets".format(dev), "Packets arriving on {0}: received and dropped".format(link.name),
+                    "packets/s", family, CTX_IFACE_PACKETS, "stacked", priority + 2, labels)
+    packets.add_dim("received")
+    packets.add_dim("dropped", source="inbound")
+    charts = [drops, ratio, packets]
     if link.kind == "physical":
         loss = Chart("iface_{0}_nic_loss".format(dev), "Packets the NIC lost before the kernel saw them on {0}".format(link.name),
-                     "packets/s", family, CTX_IFACE_NIC_LOSS, "line", priority + 2, labels)
+                     "packets/s", family, CTX_IFACE_NIC_LOSS, "line", priority + 3, labels)
         loss.add_dim("missed")
         loss.add_dim("fifo")
         charts.append(loss)

@@ -49,12 +49,12 @@ class CpuCounters:
 
 class IfaceCharts:
     """An interface with charts of its own: its charts and its running totals."""
-    __slots__ = ("link", "charts", "inbound", "outbound", "missed", "fifo", "ratio")
+    __slots__ = ("link", "charts", "inbound", "outbound", "missed", "fifo", "received", "ratio")
 
     def __init__(self, link, chart_list):
         self.link = link
         self.charts = chart_list
-        self.inbound = self.outbound = self.missed = self.fifo = 0
+        self.inbound = self.outbound = self.missed = self.fifo = self.received = 0
         self.ratio = 0
 
 
@@ -185,7 +185,9 @@ class Collector:
                 state.outbound += d_out
                 state.missed += counter_delta(cur[5], old[5])
                 state.fifo += counter_delta(cur[4], old[4])
-                arrived = counter_delta(cur[0], old[0]) + d_in
+                received = counter_delta(cur[0], old[0])
+                state.received += received
+                arrived = received + d_in
                 state.ratio = d_in * 100 * PRECISION // arrived if arrived else 0
 
         for key in vanished:
@@ -212,21 +214,16 @@ class Collector:
             return None
         chart_list = charts.iface_charts(link, self.source.peer_name(link), self.source.master_name(link),
                                          self.next_priority)
-        self.next_priority += 3
+        self.next_priority += charts.IFACE_PRIORITY_STEP
         state = self.ifaces[key] = IfaceCharts(link, chart_list)
         self.changes.created.extend(chart_list)
         return state
 
     @staticmethod
     def _put_iface(values, state):
-        drops, ratio = state.charts[0], state.charts[1]
-        values[drops.dims[0].id] = state.inbound
-        values[drops.dims[1].id] = state.outbound
-        values[ratio.dims[0].id] = state.ratio
-        if len(state.charts) > 2:
-            loss = state.charts[2]
-            values[loss.dims[0].id] = state.missed
-            values[loss.dims[1].id] = state.fifo
+        for chart in state.charts:
+            for dim in chart.dims:
+                values[dim.id] = getattr(state, dim.source)
 
     # -- sockets and tuning --------------------------------------------------------------
 

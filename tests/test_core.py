@@ -108,11 +108,14 @@ def test_interface_gets_charts_on_first_drop_and_loses_them_when_gone(tmp_path):
     tree.ifaces["veth1a2b"] = [100, 0, 4, 0]
     tree.ifaces["lo"] = [100, 0, 3, 0]
     values, changes = tick(tree, c)
-    assert {ch.id for ch in changes.created} == {"iface_veth1a2b_drops", "iface_veth1a2b_drop_ratio"}
+    assert {ch.id for ch in changes.created} == {"iface_veth1a2b_drops", "iface_veth1a2b_drop_ratio",
+                                                 "iface_veth1a2b_packets"}
     drops = [ch for ch in changes.created if ch.id == "iface_veth1a2b_drops"][0]
     assert drops.labels["kind"] == "veth" and drops.family == "veth/veth1a2b"
     assert values["iface_veth1a2b_drops_inbound"] == 4
     assert values["iface_veth1a2b_drop_ratio_inbound"] == 4 * 100 * 1000 // 104
+    assert values["iface_veth1a2b_packets_received"] == 100
+    assert values["iface_veth1a2b_packets_dropped"] == 4
     assert values["drops_by_kind_veth"] == 4
     assert values["drops_by_kind_other"] == 3  # lo counts in the totals, without charts of its own
     assert not any(ch.id.startswith("iface_lo_") for ch in changes.created)
@@ -122,7 +125,8 @@ def test_interface_gets_charts_on_first_drop_and_loses_them_when_gone(tmp_path):
 
     tree.remove_iface("veth1a2b")
     values, changes = tick(tree, c)
-    assert {ch.id for ch in changes.obsoleted} == {"iface_veth1a2b_drops", "iface_veth1a2b_drop_ratio"}
+    assert {ch.id for ch in changes.obsoleted} == {"iface_veth1a2b_drops", "iface_veth1a2b_drop_ratio",
+                                                   "iface_veth1a2b_packets"}
     assert not any(k.startswith("iface_veth1a2b") for k in values)
     assert values["drops_by_kind_veth"] == 4  # a vanished interface's drops stay counted
     assert "veth1a2b" not in c.ifaces
