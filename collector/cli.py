@@ -1,4 +1,4 @@
-"""netdrops-collector: install into Netdata, uninstall, or run the external plugin."""
+"""netdrops-collector: install into Netdata, uninstall, run the external plugin, or serve OpenMetrics."""
 
 import argparse
 import logging
@@ -47,10 +47,19 @@ def main(argv=None):
     p_plugin = sub.add_parser("plugin", help="run the external plugin, writing Netdata's protocol to stdout")
     p_plugin.add_argument("update_every", nargs="?", help="seconds between collections")
 
+    p_om = sub.add_parser("openmetrics", help="serve the charts as Prometheus/OpenMetrics metrics over HTTP")
+    p_om.add_argument("--listen", metavar="HOST:PORT", default="127.0.0.1:9477",
+                      help="address to serve /metrics on (default 127.0.0.1:9477, loopback only)")
+    p_om.add_argument("--update-every", type=int, metavar="SECONDS",
+                      help="seconds between collections (default: netdrops.conf's update_every, else 1)")
+
     args = parser.parse_args(argv)
     if args.command == "plugin":
         from .plugin import main as plugin_main
         return plugin_main([args.update_every] if args.update_every else [])
+    if args.command == "openmetrics":
+        from .openmetrics_server import main as openmetrics_main
+        return openmetrics_main(args.listen, args.update_every)
     if args.command in ("install", "uninstall"):
         from . import install
         logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")

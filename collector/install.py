@@ -1,10 +1,11 @@
 """Install the collector into a Netdata installation, and remove exactly what was installed.
 
 Netdata runs its plugins as user `netdata` with its own interpreter (/usr/bin/python3 on
-Debian), which cannot read a pip install under root's home; so the collector's package is copied
-into a directory of Netdata's (LIB), and the python.d module or plugin launcher is written with
-that directory on its path. Every file written is listed in a manifest beside the package; a
-configuration file the user already has is left as it is.
+Debian), which cannot read a pip install under root's home; so the collector's package (and, for
+the plugin's Netdata Function, the advisor's) is copied into a directory of Netdata's (LIB), and
+the python.d module or plugin launcher is written with that directory on its path. Every file
+written is listed in a manifest beside the package; a configuration file the user already has is
+left as it is.
 """
 
 import json
@@ -79,6 +80,15 @@ def package_dir():
 DATA_DIRS = {"netdata_health": "health.d", "netdata_conf": "conf.d", "pythond": "pythond"}
 
 
+def advisor_dir():
+    """The advisor package beside this collector, or None where it is not installed."""
+    try:
+        import netdrops_advisor
+    except ImportError:
+        return None
+    return os.path.dirname(os.path.abspath(netdrops_advisor.__file__))
+
+
 def data_file(package, *parts):
     installed = os.path.join(package_dir(), package, *parts)
     if os.path.exists(installed):
@@ -125,6 +135,11 @@ def planned_files(layout, mode, health):
         if name.endswith(".py"):
             files.append((os.path.join(layout.lib_dir, "netdrops_collector", name),
                           read_bytes(os.path.join(src, name)), 0o644, False))
+    advisor = advisor_dir() if mode == "plugin" else None
+    for name in sorted(os.listdir(advisor)) if advisor else ():
+        if name.endswith(".py"):  # the plugin's Function runs the advisor in Netdata's interpreter
+            files.append((os.path.join(layout.lib_dir, "netdrops_advisor", name),
+                          read_bytes(os.path.join(advisor, name)), 0o644, False))
     if mode == "python.d":
         module = read_bytes(data_file("pythond", "netdrops.chart.py"))
         files.append((os.path.join(layout.pythond_dir, "netdrops.chart.py"),
@@ -248,9 +263,11 @@ def uninstall(root=None, dry_run=False, **dirs):
     if dry_run:
         return 0
     _remove(os.path.join(layout.lib_dir, MANIFEST))
-    shutil.rmtree(os.path.join(layout.lib_dir, "netdrops_collector", "__pycache__"), ignore_errors=True)
+    packages = [os.path.join(layout.lib_dir, p) for p in ("netdrops_collector", "netdrops_advisor")]
+    for package in packages:
+        shutil.rmtree(os.path.join(package, "__pycache__"), ignore_errors=True)
     # Directories install created, deepest first, if nothing else lives in them now.
-    created = manifest.get("dirs", []) + [os.path.join(layout.lib_dir, "netdrops_collector"), layout.lib_dir]
+    created = manifest.get("dirs", []) + packages + [layout.lib_dir]
     for d in sorted(set(created), key=len, reverse=True):
         try:
             os.rmdir(d)

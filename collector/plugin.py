@@ -2,7 +2,8 @@
 
 Netdata starts it as `netdrops.plugin <update_every>` and reads the plugins.d protocol from its
 stdout. It exits 0 when Netdata closes the pipe or sends SIGTERM, and logs to stderr (Netdata's
-error.log).
+error.log). It registers the Netdata Function `netdrops-advisor` (functions.py), whose calls
+arrive on stdin.
 """
 
 import logging
@@ -12,7 +13,7 @@ import sys
 import time
 
 from . import config as nd_config
-from . import charts, protocol
+from . import charts, functions, protocol
 from .core import Collector
 from .jobs import load_jobs
 
@@ -31,6 +32,8 @@ class Job:
         self.known = {}  # chart id -> Chart, for SET lines and obsolete announcements
         self.next_run = 0.0
         self.last_run = None
+        self.on_tick = None  # called with (collector, values, changes, now) after each tick
+        self.announce = ""   # protocol text sent once, after the first charts (FUNCTION)
 
     def start(self):
         self.collector = Collector(self.cfg)
@@ -41,6 +44,8 @@ class Job:
             self.start()
         values = self.collector.collect()
         changes = self.collector.take_changes()
+        if self.on_tick is not None:
+            self.on_tick(self.collector, values, changes, now)
         every = self.cfg["update_every"]
         out = []
         for chart in changes.created:
@@ -51,6 +56,9 @@ class Job:
         for chart in changes.obsoleted:
             self.known.pop(chart.id, None)
             out.append(protocol.obsolete_chart(self.type_id, chart, every))
+        if self.announce:
+            out.append(self.announce)
+            self.announce = ""
         since = int((now - self.last_run) * 1e6) if self.last_run else 0
         self.last_run = now
         for chart in self.known.values():
@@ -108,8 +116,10 @@ def main(argv=None):
         return 1
     jobs = [Job(name, cfg) for name, cfg in job_cfgs]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    out = functions.LockedWriter(sys.stdout)
     try:
-        return run(jobs)
+        functions.attach(jobs[0], out, sys.stdin)
+        return run(jobs, out)
     except BrokenPipeError:
         # Netdata closed our stdout: it is stopping or restarting the plugin.
         try:

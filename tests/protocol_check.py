@@ -2,7 +2,8 @@
 
 import shlex
 
-KEYWORDS = {"CHART", "CLABEL", "CLABEL_COMMIT", "DIMENSION", "BEGIN", "SET", "END", "DISABLE", "VARIABLE"}
+KEYWORDS = {"CHART", "CLABEL", "CLABEL_COMMIT", "DIMENSION", "BEGIN", "SET", "END", "DISABLE", "VARIABLE",
+            "FUNCTION"}
 
 
 class Stream:
@@ -12,6 +13,7 @@ class Stream:
         self.charts = {}      # "type.id" -> dict(context=..., family=..., options=..., dims=[ids], labels={})
         self.sets = {}        # "type.id" -> [ {dim id: value} per BEGIN/END block ]
         self.disabled = False
+        self.functions = {}   # name -> (timeout, help), registered with FUNCTION GLOBAL
 
 
 def parse(text, strict=True):
@@ -62,4 +64,8 @@ def parse(text, strict=True):
             block = None
         elif key == "DISABLE":
             stream.disabled = True
+        elif key == "FUNCTION":  # 1.37: FUNCTION [GLOBAL] "name" timeout "help"; ours is GLOBAL
+            assert block is None and len(words) == 5 and words[1] == "GLOBAL", "line {0}: bad FUNCTION".format(lineno)
+            assert int(words[3]) > 0, "line {0}: FUNCTION timeout {1}".format(lineno, words[3])
+            stream.functions[words[2]] = (int(words[3]), words[4])
     return stream

@@ -1,0 +1,353 @@
+"""The external plugin's Netdata Function `netdrops-advisor`: the installed plugin answering
+FUNCTION lines on its stdin, real drops from the lab diagnosed by it, and a real Netdata 1.37
+passing a call to it and the answer back.
+
+Netdata 1.37 answers /api/v1/function with 403 to everyone but Netdata Cloud (its docs: Functions
+are "available only on Netdata Cloud"); a parent's call reaches a child over the streaming
+connection, which is how Cloud reaches nodes behind a parent. So the real-Netdata test plays that
+parent: a loopback socket that a real 1.37 child streams to, sending the FUNCTION command 1.37's
+parent sends and reading the FUNCTION_RESULT the child relays from our plugin.
+"""
+
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+
+from lab import HEAVY, RPS_TARGET_CPU
+from netdrops_collector import functions
+from protocol_check import parse
+
+PLUGIN_ENV = {"NETDATA_PLUGINS_DIR": "/usr/lib/netdata/plugins.d"}  # as Netdata sets it
+
+
+def install_plugin(lib_root, plugins_dir, config_dir):
+    subprocess.run(["netdrops-collector", "install", "--mode", "plugin", "--plugins-dir", plugins_dir,
+                    "--pythond-dir", os.path.join(lib_root, "python.d"), "--config-dir", config_dir,
+                    "--lib-dir", os.path.join(lib_root, "netdrops-lib")],
+                   check=True, capture_output=True, text=True)
+    return os.path.join(plugins_dir, "netdrops.plugin")
+
+
+class PluginProcess:
+    """The installed netdrops.plugin launcher with a pipe on stdin, as Netdata runs it."""
+
+    def __init__(self, tmp_path, env_extra=PLUGIN_ENV):
+        dirs = {k: str(tmp_path / k) for k in ("plugins", "config", "lib")}
+        launcher = install_plugin(dirs["lib"], dirs["plugins"], dirs["config"])
+        env = dict(os.environ, NETDATA_USER_CONFIG_DIR=dirs["config"], **env_extra)
+        self.proc = subprocess.Popen([launcher, "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=env)
+        self.out = b""
+        self.lock = threading.Lock()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        while True:
+            chunk = os.read(self.proc.stdout.fileno(), 65536)
+            if not chunk:
+                return
+            with self.lock:
+                self.out += chunk
+
+    def text(self):
+        with self.lock:
+            return self.out.decode()
+
+    def send(self, line):
+        self.proc.stdin.write(line.encode())
+        self.proc.stdin.flush()
+
+    def wait_for(self, needle, timeout=15):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.text()
+            if needle in text:
+                return text
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError("no {0!r} from the plugin in {1} s; stderr: {2}".format(
+            needle, timeout, self.proc.stderr.read1(100000).decode() if self.proc.poll() is not None else ""))
+
+    def call(self, function, timeout=15):
+        """Send a FUNCTION line as Netdata does; (status, content type, body)."""
+        transaction = uuid.uuid4().hex
+        begin, end = "FUNCTION_RESULT_BEGIN " + transaction + " ", "\nFUNCTION_RESULT_END\n"
+        self.send('FUNCTION {0} 10 "{1}"\n'.format(transaction, function))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.text()
+            start = text.find(begin)
+            stop = text.find(end, start)
+            if start >= 0 and stop > 0:
+                head, body = text[start:stop].split("\n", 1)
+                words = head.split()
+                assert len(words) == 5 and words[4].isdigit(), head  # ... status type expires
+                return int(words[2]), words[3], body
+            assert self.proc.poll() is None, "the plugin exited"
+            time.sleep(0.02)
+        raise AssertionError("no answer to {0!r} in {1} s".format(function, timeout))
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=10)
+        self.reader.join(timeout=5)
+        err = self.proc.stderr.read().decode()
+        self.proc.stdin.close()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        return err
+
+
+@pytest.fixture
+def plugin(tmp_path):
+    proc = PluginProcess(tmp_path)
+    yield proc
+    err = proc.stop()
+    assert "Traceback" not in err, err
+
+
+def online_cpus():
+    cpus = []
+    for part in open("/sys/devices/system/cpu/online").read().strip().split(","):
+        first, _, last = part.partition("-")
+        cpus.extend(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+def check_table(doc):
+    """The table layout of Netdata 1.37's own Function (apps.plugin `processes`)."""
+    assert doc["status"] == 200 and doc["type"] == "table"
+    columns = doc["columns"]
+    assert sorted(c["index"] for c in columns.values()) == list(range(len(columns)))
+    for name, col in columns.items():
+        assert col["name"] == name
+        assert {"index", "unique_key", "visible", "type", "sort", "sortable", "sticky", "summary"} <= set(col)
+    assert [c for c in columns.values() if c["unique_key"]] == [columns["Row"]]
+    assert doc["default_sort_column"] in columns
+    assert doc["data"], "an empty table"
+    assert all(len(row) == len(columns) for row in doc["data"])
+    assert len({row[0] for row in doc["data"]}) == len(doc["data"])
+    assert doc["report"]["schema"] == "netdrops-advisor/1"
+    return {name: col["index"] for name, col in columns.items()}
+
+
+def rows_of(doc, kind):
+    idx = check_table(doc)
+    return [dict(zip(sorted(idx, key=idx.get), row)) for row in doc["data"] if row[idx["Type"]] == kind]
+
+
+def test_plugin_registers_the_function_and_answers_on_stdin(plugin):
+    text = plugin.wait_for('FUNCTION GLOBAL "netdrops-advisor"')
+    stream = parse(text[:text.rindex("\n") + 1])  # strict: every line is plugins.d protocol
+    assert stream.functions["netdrops-advisor"] == (functions.TIMEOUT, functions.HELP)
+    # announced once, after the first charts, so it never sits inside a BEGIN/END block
+    assert text.index("CHART ") < text.index("FUNCTION GLOBAL")
+    time.sleep(2.5)  # a few ticks of samples
+    status, ctype, body = plugin.call("netdrops-advisor")
+    assert (status, ctype) == (200, "application/json")
+    doc = json.loads(body)
+    report = doc["report"]
+    assert report["source"]["kind"] == "kernel"
+    assert "netdrops.plugin's own samples" in report["source"]["detail"]
+    assert 1 <= report["window"]["seconds"] <= 5
+    assert [c["cpu"] for c in report["evidence"]["cpus"]] == online_cpus()
+    backlog = int(open("/proc/sys/net/core/netdev_max_backlog").read())
+    assert report["evidence"]["tuning"]["netdev_max_backlog"] == backlog
+    measures = rows_of(doc, "measure")
+    assert "backlog drops, all CPUs" in [r["Item"] for r in measures]
+    if report["status"] == "healthy":
+        assert rows_of(doc, "healthy") and not rows_of(doc, "change")
+
+    status, ctype, body = plugin.call("netdrops-advisor format:text")
+    assert (status, ctype) == (200, "text/plain") and "backlog drops" in body
+    status, ctype, body = plugin.call("netdrops-advisor format:json window:10")
+    assert status == 200 and json.loads(body)["schema"] == "netdrops-advisor/1"
+    status, ctype, body = plugin.call("netdrops-advisor help")
+    assert (status, ctype, body.strip()) == (200, "text/plain", functions.HELP)
+    status, ctype, body = plugin.call("netdrops-advisor window:5")
+    assert status == 400 and "window" in json.loads(body)["error_message"]
+    status, ctype, body = plugin.call("processes")
+    assert status == 404 and json.loads(body)["status"] == 404
+
+
+def test_calls_do_not_hold_up_collection(plugin):
+    plugin.wait_for('FUNCTION GLOBAL "netdrops-advisor"')
+    time.sleep(1.5)
+    begins = lambda: plugin.text().count("BEGIN netdrops_local.softnet_dropped")  # noqa: E731
+    before, start = begins(), time.monotonic()
+    answered = 0
+    while time.monotonic() - start < 4:
+        status, _ctype, _body = plugin.call("netdrops-advisor")
+        answered += status == 200
+    elapsed = time.monotonic() - start
+    ticks = begins() - before
+    assert answered >= 20, "only {0} answers in {1:.1f} s".format(answered, elapsed)
+    assert ticks >= int(elapsed) - 1, "{0} ticks in {1:.1f} s while answering".format(ticks, elapsed)
+
+
+def test_plugin_exits_when_netdata_closes_its_stdin(plugin):
+    plugin.wait_for("BEGIN ")
+    start = time.monotonic()
+    plugin.proc.stdin.close()
+    assert plugin.proc.wait(timeout=5) == 0
+    assert time.monotonic() - start < 3
+
+
+def test_stdin_at_end_outside_netdata_is_not_a_reason_to_stop(tmp_path):
+    proc = PluginProcess(tmp_path, env_extra={})  # run by hand: no NETDATA_PLUGINS_DIR
+    try:
+        proc.wait_for("BEGIN ")
+        proc.proc.stdin.close()
+        mark = len(proc.text())
+        time.sleep(2.5)
+        assert proc.proc.poll() is None
+        assert "BEGIN " in proc.text()[mark:], "collection stopped after stdin closed"
+    finally:
+        err = proc.stop()
+    assert proc.proc.returncode == 0 and "Traceback" not in err
+
+
+def test_lab_drops_diagnosed_by_the_function(tmp_path, drop_lab):
+    proc = PluginProcess(tmp_path)
+    try:
+        proc.wait_for("BEGIN ")
+        drop_lab.run_traffic(HEAVY)
+        time.sleep(6)
+        status, _ctype, body = proc.call("netdrops-advisor window:10")
+    finally:
+        drop_lab.stop_traffic()
+        err = proc.stop()
+    assert "Traceback" not in err, err
+    assert status == 200
+    doc = json.loads(body)
+    problems = {r["Item"]: r for r in rows_of(doc, "problem")}
+    assert "backlog_overflow" in problems, doc["report"]["findings"]
+    where = problems["backlog_overflow"]["Where"]
+    assert "CPU {0}".format(RPS_TARGET_CPU) in where and drop_lab.host_ifname in where
+    changes = {r["Item"]: r for r in rows_of(doc, "change")}
+    backlog = changes["net.core.netdev_max_backlog"]
+    assert backlog["Now"] == str(HEAVY.backlog)  # the lab's netdev_max_backlog
+    assert int(backlog["Target"]) > HEAVY.backlog
+    assert backlog["Command"].startswith("sysctl -w net.core.netdev_max_backlog=")
+    veth = [i for i in doc["report"]["evidence"]["interfaces"] if i["name"] == drop_lab.host_ifname]
+    assert veth and veth[0]["kind"] == "veth" and veth[0]["inbound_drops"] > 0
+
+
+# -- a real Netdata 1.37 ------------------------------------------------------------------------
+
+class StreamParent:
+    """The parent end of Netdata 1.37's streaming connection, on loopback: accepts the child's
+    `STREAM key=...` request, answers with protocol version 4 (labels, no compression, no
+    replication), reads what the child sends, and sends FUNCTION commands the way a 1.37
+    parent does when Netdata Cloud calls a child's Function."""
+
+    def __init__(self):
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(1)
+        self.port = self.listener.getsockname()[1]
+        self.key = str(uuid.uuid4())
+        self.conn = None
+        self.received = b""
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def stream_conf(self):
+        return {"stream": {"enabled": "yes", "destination": "tcp:127.0.0.1:{0}".format(self.port),
+                           "api key": self.key, "enable compression": "no"}}
+
+    def accept(self, timeout=60):
+        self.listener.settimeout(timeout)
+        self.conn, _ = self.listener.accept()
+        self.conn.settimeout(10)
+        request = b""
+        while b"\r\n\r\n" not in request:
+            chunk = self.conn.recv(65536)
+            assert chunk, "the child closed the connection during the handshake"
+            request += chunk
+        head, _, rest = request.partition(b"\r\n\r\n")
+        assert head.startswith(b"STREAM key=" + self.key.encode())
+        self.conn.sendall(b"Hit me baby, push them over with the version=4")
+        self.received = rest
+        self.conn.settimeout(0.5)
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self):
+        while not self.closed:
+            try:
+                chunk = self.conn.recv(1 << 20)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if not chunk:
+                return
+            with self.lock:
+                self.received += chunk
+
+    def call(self, function, timeout=20):
+        transaction = str(uuid.uuid4())
+        self.conn.sendall('FUNCTION {0} {1} "{2}"\n'.format(transaction, timeout, function).encode())
+        begin = '\nFUNCTION_RESULT_BEGIN "{0}"'.format(transaction).encode()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                data = self.received
+            start = data.find(begin)
+            end = data.find(b"\nFUNCTION_RESULT_END\n", start + 1)
+            if start >= 0 and end > 0:
+                head, body = data[start + 1:end].decode().split("\n", 1)
+                words = shlex.split(head)  # FUNCTION_RESULT_BEGIN "tx" 200 "application/json" 0
+                return int(words[2]), words[3], body
+            time.sleep(0.1)
+        raise AssertionError("no FUNCTION_RESULT for {0} from the child in {1} s".format(function, timeout))
+
+    def close(self):
+        self.closed = True
+        for sock in (self.conn, self.listener):
+            if sock is not None:
+                sock.close()
+
+
+def test_netdata_137_passes_a_call_to_the_plugin_and_the_answer_back(netdata_factory):
+    parent = StreamParent()
+    try:
+        nd = netdata_factory("fn", stream_conf=parent.stream_conf())
+        install_plugin(nd.root, nd.plugins_dir, nd.config_dir)
+        nd.start()
+        parent.accept()
+        registered = nd.wait_for(lambda: nd.api("/api/v1/info").get("functions", {}).get(functions.NAME), 60,
+                                 what="netdrops-advisor in /api/v1/info functions")
+        assert registered["help"] == functions.HELP and registered["timeout"] == functions.TIMEOUT
+        assert "GLOBAL" in registered["options"]
+        # 1.37 keeps Functions off its own HTTP API: Netdata Cloud (or a parent) calls them
+        with pytest.raises(Exception) as refused:
+            nd.api("/api/v1/function", {"function": functions.NAME})
+        assert getattr(refused.value, "code", None) == 403
+        nd.wait_chart("netdrops_local.softnet_dropped")
+        time.sleep(2)
+
+        status, ctype, body = parent.call(functions.NAME)
+        assert (status, ctype) == (200, "application/json")
+        doc = json.loads(body)
+        check_table(doc)
+        assert doc["report"]["node"] == nd.hostname  # computed inside Netdata's plugin (NETDATA_HOSTNAME)
+        assert doc["update_every"] == 1
+        # Netdata rewrites '=' to ':' on the way: window=10 arrives as window:10
+        status, ctype, body = parent.call(functions.NAME + " window=10 format=text")
+        assert (status, ctype) == (200, "text/plain") and "backlog drops" in body
+        # no complaint about our FUNCTION lines (1.37 logs malformed ones and unknown transactions)
+        assert not [line for line in nd.log_text().splitlines() if "FUNCTION" in line]
+    finally:
+        parent.close()
