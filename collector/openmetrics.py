@@ -18,6 +18,7 @@ render(charts, values, openmetrics) formats either the Prometheus text format 0.
 OpenMetrics 1.0.0 (`# UNIT`, counters' `_total` only on samples, `# EOF`).
 """
 
+import logging
 import re
 
 from . import charts as ch
@@ -26,6 +27,8 @@ from .links import KINDS
 
 CONTENT_TYPE_PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 CONTENT_TYPE_OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+log = logging.getLogger("netdrops")
 
 COUNTER, GAUGE = "counter", "gauge"
 PREFIX = "netdrops_"
@@ -149,8 +152,11 @@ FAMILIES = {
 
 def family_of(context, dim_name):
     """The Family a chart dimension is exported as, None when it is deliberately not exported;
-    KeyError when nothing here says (a chart or dimension added without an export rule)."""
-    rules = FAMILIES[context]
+    KeyError when nothing here says (a chart or dimension added without an export rule: the
+    tests catch it, and a scrape leaves it out)."""
+    rules = FAMILIES.get(context)
+    if rules is None:
+        raise KeyError("no OpenMetrics rule for chart context {0}".format(context))
     if dim_name in rules:
         return rules[dim_name]
     for key, family in rules.items():
@@ -185,6 +191,9 @@ def label_text(labels):
     return "{" + ",".join('{0}="{1}"'.format(k, escape_label_value(v)) for k, v in labels) + "}"
 
 
+_WARNED = set()
+
+
 def collect_samples(charts, values):
     """[(Family, [(labels tuple, value)])] in first-seen order; one sample per label set.
 
@@ -198,7 +207,13 @@ def collect_samples(charts, values):
             value = values.get(dim.id)
             if value is None:
                 continue
-            family = family_of(chart.context, dim.name)
+            try:
+                family = family_of(chart.context, dim.name)
+            except KeyError as error:  # a chart added without a rule: leave it out, say so once
+                if (chart.context, dim.name) not in _WARNED:
+                    _WARNED.add((chart.context, dim.name))
+                    log.warning("%s", error.args[0])
+                continue
             if family is None:
                 continue
             labels = list(base)

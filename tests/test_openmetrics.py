@@ -131,14 +131,20 @@ class Exporter:
                                       "127.0.0.1:{0}".format(self.port), "--update-every", "1"],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env=dict(os.environ, NETDROPS_CONFIG=os.devnull))
-        deadline = time.monotonic() + 15
+        try:
+            self._wait_answering(15)
+        except BaseException:
+            _rc, err = self.stop()
+            raise AssertionError("the exporter did not answer in 15 s: " + err[-2000:])
+
+    def _wait_answering(self, timeout):
+        deadline = time.monotonic() + timeout
         while True:
             try:
-                self.get()
-                break
+                return self.get()
             except (OSError, urllib.error.HTTPError):
-                assert self.proc.poll() is None, self.proc.stderr.read()
-                assert time.monotonic() < deadline, "the exporter did not answer in 15 s"
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise
                 time.sleep(0.1)
 
     def get(self, accept=None, encoding=None):
@@ -254,7 +260,11 @@ class Prometheus:
             [PROMETHEUS, "--config.file=" + config_path, "--storage.tsdb.path=" + os.path.join(root, "data"),
              "--web.listen-address=127.0.0.1:{0}".format(self.port), "--log.level=warn"],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, cwd=root)
-        self.wait_for(lambda: self._ready(), 30, "prometheus ready")
+        try:
+            self.wait_for(lambda: self._ready(), 30, "prometheus ready")
+        except BaseException:
+            self.stop()
+            raise
 
     def _ready(self):
         assert self.proc.poll() is None, "prometheus exited: " + open(self.log.name).read()[-2000:]
