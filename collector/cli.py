@@ -36,6 +36,8 @@ def main(argv=None):
     p_install.add_argument("--mode", choices=("auto", "python.d", "plugin"), default="auto",
                            help="python.d module or external plugin (auto: python.d where Netdata has it)")
     p_install.add_argument("--no-health", action="store_true", help="do not install the alarms")
+    p_install.add_argument("--netdata-version", metavar="X.Y",
+                           help="the Netdata version the alarms are for (default: asked from the netdata binary)")
     p_install.add_argument("--dry-run", action="store_true", help="print what would be written, change nothing")
     add_dir_options(p_install)
 
@@ -65,7 +67,8 @@ def main(argv=None):
         logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
         try:
             if args.command == "install":
-                return install.install(args.netdata, args.mode, not args.no_health, args.dry_run, **dirs_of(args))
+                return install.install(args.netdata, args.mode, not args.no_health, args.dry_run,
+                                       args.netdata_version, **dirs_of(args))
             return install.uninstall(args.netdata, args.dry_run, **dirs_of(args))
         except (install.InstallError, OSError) as error:
             print("netdrops-collector: {0}".format(error), file=sys.stderr)

@@ -8,10 +8,13 @@ written is listed in a manifest beside the package; a configuration file the use
 left as it is.
 """
 
+import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import subprocess
 import tempfile
 
 import netdrops_collector
@@ -36,6 +39,7 @@ class InstallError(Exception):
 
 class Layout:
     def __init__(self, plugins_dir, pythond_dir, config_dir, lib_dir, pythond_named=False):
+        self.netdata_version = None  # (major, minor) when named by the user
         self.plugins_dir = plugins_dir
         self.pythond_dir = pythond_dir
         self.config_dir = config_dir
@@ -152,9 +156,52 @@ def planned_files(layout, mode, health):
         files.append((os.path.join(layout.config_dir, "netdrops.conf"),
                       read_bytes(data_file("netdata_conf", "netdrops.conf")), 0o644, True))
     if health:
+        # 1.37 filters interfaces with `families:` and names CPUs with `foreach`; 1.38+ and v2
+        # ignore `families:` (every interface would alarm) and have no `foreach`: another file.
+        source = ("netdrops.conf",) if health_syntax(layout) == "1.37" else ("v2", "netdrops.conf")
         files.append((os.path.join(layout.config_dir, "health.d", "netdrops.conf"),
-                      read_bytes(data_file("netdata_health", "netdrops.conf")), 0o644, True))
+                      read_bytes(data_file("netdata_health", *source)), 0o644, True))
     return files
+
+
+def parse_netdata_version(text):
+    """'netdata v1.37.1' or 'netdata v2.2.6-1-g0' -> (1, 37); None when there is no version."""
+    m = re.search(r"v?(\d+)\.(\d+)", text or "")
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def netdata_binaries(layout):
+    """Where the netdata binary may be: beside the layout (/usr/lib/netdata/plugins.d ->
+    /usr/sbin/netdata; /opt/netdata/usr/libexec/netdata/plugins.d -> /opt/netdata/bin/netdata),
+    then on PATH (plugin directories named one by one belong to the system's Netdata)."""
+    usr = os.path.dirname(os.path.dirname(os.path.dirname(layout.plugins_dir.rstrip("/"))))
+    found = [os.path.join(usr, "sbin/netdata"), os.path.join(usr, "bin/netdata"),
+             os.path.join(os.path.dirname(usr), "bin/netdata")]
+    on_path = shutil.which("netdata", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+    return found + ([on_path] if on_path else [])
+
+
+def netdata_version(layout):
+    """The version of the netdata binary of this layout, asked with `netdata -v`."""
+    for binary in netdata_binaries(layout):
+        if os.access(binary, os.X_OK):
+            try:
+                out = subprocess.run([binary, "-v"], capture_output=True, text=True, timeout=10)
+            except (OSError, subprocess.SubprocessError):
+                continue
+            version = parse_netdata_version(out.stdout + out.stderr)
+            if version:
+                return version
+    return None
+
+
+def health_syntax(layout):
+    version = layout.netdata_version or netdata_version(layout)
+    if version is None:
+        log.info("could not tell the Netdata version; installing the alarms for Netdata 1.38 and later "
+                 "(use --netdata-version 1.37 for older)")
+        return "v2"
+    return "1.37" if version < (1, 38) else "v2"
 
 
 def load_manifest(layout):
@@ -194,8 +241,25 @@ def pythond_disabled(layout):
     return None
 
 
-def install(root=None, mode="auto", health=True, dry_run=False, **dirs):
+def digest(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def edited_since_install(path, manifest):
+    """True when a configuration file we wrote no longer holds what we wrote: the user edited it."""
+    recorded = manifest.get("hashes", {}).get(path)
+    try:
+        return recorded is not None and digest(read_bytes(path)) != recorded
+    except OSError:
+        return False
+
+
+def install(root=None, mode="auto", health=True, dry_run=False, netdata_version=None, **dirs):
     layout = detect(root, **dirs)
+    if netdata_version:
+        layout.netdata_version = parse_netdata_version(netdata_version)
+        if layout.netdata_version is None:
+            raise InstallError("--netdata-version takes a version such as 1.37 or 2.2, not {0!r}".format(netdata_version))
     if mode == "auto":
         mode = "python.d" if layout.has_pythond else "plugin"
     elif mode == "python.d" and not layout.has_pythond:
@@ -203,10 +267,15 @@ def install(root=None, mode="auto", health=True, dry_run=False, **dirs):
     previous = load_manifest(layout) or {"files": [], "dirs": []}
     owned = set(previous["files"])
     created_dirs = list(previous.get("dirs", []))
+    hashes = dict(previous.get("hashes", {}))
     plan = []
-    for dest, data, fmode, is_config in planned_files(layout, mode, health):
+    planned = planned_files(layout, mode, health)
+    for dest, data, fmode, is_config in planned:
         if is_config and os.path.exists(dest) and dest not in owned:
             log.info("keeping %s (already there, not ours)", dest)
+            continue
+        if is_config and edited_since_install(dest, previous):
+            log.info("keeping %s (edited since netdrops installed it)", dest)
             continue
         if dest in owned and os.path.exists(dest) and read_bytes(dest) == data:
             continue
@@ -217,16 +286,22 @@ def install(root=None, mode="auto", health=True, dry_run=False, **dirs):
         return 0
     for dest, _data, _mode in plan:
         created_dirs.extend(d for d in missing_dirs(dest) if d not in created_dirs)
-    keep = {dest for dest, _d, _m, is_config in planned_files(layout, mode, health)
-            if dest in owned or dest in {p[0] for p in plan}}
+    keep = {dest for dest, _d, _m, _c in planned if dest in owned or dest in {p[0] for p in plan}}
+    configs = {dest for dest, _d, _m, is_config in planned if is_config}
     # The manifest is written before the files, listing every file this install may create,
     # so that an install cut short can still be uninstalled.
-    save_manifest(layout, mode, sorted(owned | keep), created_dirs)
+    save_manifest(layout, mode, sorted(owned | keep), created_dirs, hashes)
     for dest, data, fmode in plan:
         write_atomic(dest, data, fmode)
+        if dest in configs:
+            hashes[dest] = digest(data)
     for path in sorted(owned - keep):  # a mode switch: the other front-end's files go
-        _remove(path)
-    save_manifest(layout, mode, sorted(keep), created_dirs)
+        if edited_since_install(path, previous):
+            log.info("keeping %s (edited since netdrops installed it)", path)
+        else:
+            _remove(path)
+        hashes.pop(path, None)
+    save_manifest(layout, mode, sorted(keep), created_dirs, hashes)
     if not plan:
         log.info("netdrops (%s) is already installed in %s; nothing to change", mode, layout.plugins_dir)
     else:
@@ -237,8 +312,8 @@ def install(root=None, mode="auto", health=True, dry_run=False, **dirs):
     return 0
 
 
-def save_manifest(layout, mode, files, dirs):
-    manifest = {"mode": mode, "files": files, "dirs": dirs}
+def save_manifest(layout, mode, files, dirs, hashes):
+    manifest = {"mode": mode, "files": files, "dirs": dirs, "hashes": hashes}
     write_atomic(os.path.join(layout.lib_dir, MANIFEST), json.dumps(manifest, indent=1).encode())
 
 
@@ -256,7 +331,9 @@ def uninstall(root=None, dry_run=False, **dirs):
     if manifest is None:
         raise InstallError("nothing to uninstall: no {0} in {1}".format(MANIFEST, layout.lib_dir))
     for path in manifest["files"]:
-        if dry_run:
+        if edited_since_install(path, manifest):
+            log.info("keeping %s (edited since netdrops installed it)", path)
+        elif dry_run:
             log.info("would remove %s", path)
         else:
             _remove(path)

@@ -99,3 +99,42 @@ def test_no_netdata_is_one_clear_sentence(tmp_path):
     assert r.returncode == 2
     assert r.stderr.startswith("netdrops-collector: no Netdata installation found")
     assert "Traceback" not in r.stderr
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_alarms_file_follows_the_netdata_version(tmp_path):
+    root = layout(tmp_path)
+    health = root / "etc/netdata/health.d/netdrops.conf"
+    assert run("install", "--netdata", str(root), "--netdata-version", "1.37").returncode == 0
+    assert health.read_bytes() == open(os.path.join(REPO, "health.d/netdrops.conf"), "rb").read()
+    assert run("uninstall", "--netdata", str(root)).returncode == 0
+    assert run("install", "--netdata", str(root), "--netdata-version", "2.2").returncode == 0
+    assert health.read_bytes() == open(os.path.join(REPO, "health.d/v2/netdrops.conf"), "rb").read()
+    assert "chart labels:" in health.read_text()  # 1.38+ filters interfaces by label
+
+
+def test_detected_version_of_this_machines_netdata():
+    from netdrops_collector import install
+    out = subprocess.run(["/usr/sbin/netdata", "-v"], capture_output=True, text=True)
+    assert install.netdata_version(install.detect()) == install.parse_netdata_version(out.stdout + out.stderr)
+
+
+def test_users_edits_to_installed_files_survive_reinstall_and_uninstall(tmp_path):
+    root = layout(tmp_path)
+    assert run("install", "--netdata", str(root)).returncode == 0
+    health = root / "etc/netdata/health.d/netdrops.conf"
+    health.write_text(health.read_text().replace("to: sysadmin", "to: silent"))
+    r = run("install", "--netdata", str(root))
+    assert r.returncode == 0 and "edited since netdrops installed it" in r.stderr
+    assert "to: silent" in health.read_text()
+    r = run("uninstall", "--netdata", str(root))
+    assert r.returncode == 0
+    assert "to: silent" in health.read_text()  # the user's file stays
+    assert not (root / "usr/lib/netdata/python.d/netdrops.chart.py").exists()
+
+
+def test_bad_netdata_version_is_one_sentence(tmp_path):
+    r = run("install", "--netdata", str(layout(tmp_path)), "--netdata-version", "latest")
+    assert r.returncode == 2 and "--netdata-version takes a version" in r.stderr
