@@ -22,7 +22,7 @@ import uuid
 import pytest
 
 from lab import HEAVY, RPS_TARGET_CPU
-from netdrops_collector import functions
+from netdrops_collector import functions, softnet
 from protocol_check import parse
 
 PLUGIN_ENV = {"NETDATA_PLUGINS_DIR": "/usr/lib/netdata/plugins.d"}  # as Netdata sets it
@@ -118,11 +118,7 @@ def plugin(tmp_path):
 
 
 def online_cpus():
-    cpus = []
-    for part in open("/sys/devices/system/cpu/online").read().strip().split(","):
-        first, _, last = part.partition("-")
-        cpus.extend(range(int(first), int(last or first) + 1))
-    return cpus
+    return softnet.parse_cpu_list(open("/sys/devices/system/cpu/online").read())
 
 
 def check_table(doc):

@@ -18,7 +18,7 @@ import urllib.request
 import pytest
 
 from netdatad import free_port
-from netdrops_collector import charts, openmetrics
+from netdrops_collector import charts, openmetrics, softnet
 from netdrops_collector.links import KINDS, Link
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -41,11 +41,7 @@ def promtool_check(text):
 
 
 def online_cpus():
-    cpus = []
-    for part in open("/sys/devices/system/cpu/online").read().strip().split(","):
-        first, _, last = part.partition("-")
-        cpus.extend(range(int(first), int(last or first) + 1))
-    return cpus
+    return softnet.parse_cpu_list(open("/sys/devices/system/cpu/online").read())
 
 
 def sysctl(key):
