@@ -142,6 +142,17 @@ def _s32(buf, start, stop):
     return struct.unpack_from("=i", buf, start)[0]
 
 
+# The link attributes the collector reads: attribute type -> (key, decoder).
+LINK_ATTRS = {
+    IFLA_IFNAME: ("name", _cstr),
+    IFLA_LINK: ("link", _u32),
+    IFLA_MASTER: ("master", _u32),
+    IFLA_LINK_NETNSID: ("link_netnsid", _s32),
+    IFLA_PARENT_DEV_NAME: ("parent_dev", _cstr),
+    IFLA_NUM_RX_QUEUES: ("rx_queues", _u32),
+}
+
+
 def parse_link_message(buf, off, length):
     """One RTM_NEWLINK/RTM_DELLINK message -> dict of the attributes the collector uses."""
     body = off + NLMSGHDR.size
@@ -152,19 +163,10 @@ def parse_link_message(buf, off, length):
             "slave_kind": None, "link": None, "master": None, "link_netnsid": None,
             "parent_dev": None, "rx_queues": None}
     for atype, start, stop in iter_attrs(buf, body + IFINFOMSG.size, off + length):
-        if atype == IFLA_IFNAME:
-            link["name"] = _cstr(buf, start, stop)
-        elif atype == IFLA_LINK:
-            link["link"] = _u32(buf, start, stop)
-        elif atype == IFLA_MASTER:
-            link["master"] = _u32(buf, start, stop)
-        elif atype == IFLA_LINK_NETNSID:
-            link["link_netnsid"] = _s32(buf, start, stop)
-        elif atype == IFLA_PARENT_DEV_NAME:
-            link["parent_dev"] = _cstr(buf, start, stop)
-        elif atype == IFLA_NUM_RX_QUEUES:
-            link["rx_queues"] = _u32(buf, start, stop)
-        elif atype == IFLA_LINKINFO:
+        field = LINK_ATTRS.get(atype)
+        if field is not None:
+            link[field[0]] = field[1](buf, start, stop)
+        if atype == IFLA_LINKINFO:
             for itype, istart, istop in iter_attrs(buf, start, stop):
                 if itype == IFLA_INFO_KIND:
                     link["kind"] = _cstr(buf, istart, istop)
