@@ -532,11 +532,47 @@ def declared_iface_contexts():
     return {c.context: c for c in charts.iface_charts(Link(1, "eth9", "physical"), None, None, 0)}
 
 
-@pytest.mark.xfail("netdrops.iface_packets" not in declared_iface_contexts(), strict=True,
-                   reason="the collector does not publish netdrops.iface_packets yet (asked for in "
-                          "issue 3): the drop-ratio alarms have no chart to run on")
 def test_collector_declares_the_packets_chart_the_ratio_alarms_read():
     chart = declared_iface_contexts()["netdrops.iface_packets"]
     assert chart.units == "packets/s"
     assert [(d.name, d.algorithm, d.multiplier) for d in chart.dims] == \
         [("received", "incremental", 1), ("dropped", "incremental", 1)]
+
+
+# -- quiet roles, on a kernel without bonding or wifi -----------------------------------------
+
+# An external plugin that publishes netdrops.iface_drops charts the way the collector does for a
+# bond slave, a wifi NIC and (as the control) a physical NIC, each dropping 5 packets a second.
+ROLE_PLUGIN = r"""#!/usr/bin/python3
+import sys, time
+charts = [("bs", "bond-slave/ndbs0"), ("wl", "wifi/ndwl0"), ("ph", "physical/ndph0")]
+for cid, family in charts:
+    print("CHART netdrops_roles.iface_%s_drops '' 'drops' 'packets/s' '%s' 'netdrops.iface_drops' line 1 1" % (cid, family))
+    print("DIMENSION 'inbound' 'inbound' incremental 1 1")
+    print("DIMENSION 'outbound' 'outbound' incremental -1 1")
+total = 0
+while True:
+    total += 5
+    for cid, _family in charts:
+        print("BEGIN netdrops_roles.iface_%s_drops\nSET 'inbound' = %d\nSET 'outbound' = 0\nEND" % (cid, total))
+    sys.stdout.flush()
+    time.sleep(1)
+"""
+
+
+def test_bond_slaves_and_wifi_get_no_interface_alarm_while_a_nic_does(netdata_factory):
+    """The kernel here has no bonding and no wifi, so their charts come from a plugin that
+    publishes them as the collector would; the shipped alarms must leave those two alone."""
+    nd = netdata_factory("alarms-roles", health_dir=os.path.dirname(HEALTH_FILE))
+    nd.add_plugin("ndroles", ROLE_PLUGIN)
+    nd.start()
+    nd.wait_chart("netdrops_roles.iface_ph_drops")
+    on_chart = {}
+    nd.wait_for(lambda: "netdrops_roles.iface_ph_drops" in {a["chart"] for a in ours(nd.alarms()).values()},
+                30, what="the control NIC's alarm")
+    for alarm in ours(nd.alarms()).values():
+        on_chart.setdefault(alarm["chart"], set()).add(alarm["name"])
+    assert "netdrops_host_inbound_drops" in on_chart["netdrops_roles.iface_ph_drops"]
+    assert "netdrops_roles.iface_bs_drops" not in on_chart
+    assert "netdrops_roles.iface_wl_drops" not in on_chart
+    assert not health_errors(nd)
