@@ -7,6 +7,7 @@ Nothing here is skipped in CI (CI=true): a missing prerequisite fails the test t
 
 import os
 import shutil
+import signal
 
 import pytest
 
@@ -15,6 +16,16 @@ from netdatad import NETDATA_BIN, NetdataFactory
 
 LAB_FIXTURES = {"drop_lab", "drop_lab_factory"}
 NETDATA_FIXTURES = {"netdata_factory"}
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def pytest_configure(config):
+    # A SIGTERM (CI timeout, kill) would end pytest without teardown, leaving namespaces,
+    # sysctls and Netdata daemons behind. Like Ctrl-C, it now stops the run after teardown.
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 def pytest_collection_modifyitems(items):
@@ -29,7 +40,7 @@ def pytest_collection_modifyitems(items):
 
 def unavailable(reason):
     """Skip on a developer machine that cannot run the test; fail in CI, which must run it."""
-    if os.environ.get("CI"):
+    if os.environ.get("CI") == "true":
         pytest.fail("CI cannot run this test: " + reason)
     pytest.skip(reason)
 
@@ -37,8 +48,7 @@ def unavailable(reason):
 def require_lab():
     if os.geteuid() != 0:
         unavailable("needs root (namespaces, sysctls)")
-    if not os.path.exists("/sys/devices/system/cpu/cpu{0}/online".format(RPS_TARGET_CPU)) \
-            and os.cpu_count() <= RPS_TARGET_CPU:
+    if RPS_TARGET_CPU not in os.sched_getaffinity(0) and os.cpu_count() <= RPS_TARGET_CPU:
         unavailable("needs a CPU {0} to steer RPS to".format(RPS_TARGET_CPU))
     for tool in ("ip", "taskset"):
         if not shutil.which(tool):

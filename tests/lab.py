@@ -202,7 +202,7 @@ class DropLab:
         delta = lab.kernel_counters().minus(before)
     """
 
-    def __init__(self, host_ifname=None, lock_timeout=900):
+    def __init__(self, host_ifname=None, lock_timeout=1800):
         number = next(_lab_numbers)
         pid = os.getpid()
         self.netns = "{0}{1}-{2}".format(NETNS_PREFIX, pid, number)
@@ -255,8 +255,10 @@ class DropLab:
                 _GUARD.release()
 
     def _trap_sigterm(self):
-        # SIGTERM would kill pytest without running __exit__: make it an exception instead.
-        if threading.current_thread() is threading.main_thread():
+        # By default SIGTERM kills the process without running __exit__: make it an exception.
+        # A handler someone else installed (tests/conftest.py's) is left alone.
+        if threading.current_thread() is threading.main_thread() \
+                and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
             self._old_sigterm = signal.signal(signal.SIGTERM, _raise_system_exit)
 
     def _untrap_sigterm(self):
