@@ -20,15 +20,17 @@ import sys
 import time
 
 
-def cpu_time(fn, repeat):
-    """Median CPU seconds of fn() over `repeat` calls (process CPU: user + system)."""
-    samples = []
+def cpu_times(fns, repeat):
+    """Median CPU seconds (process CPU: user + system) of each fn over `repeat` rounds. The
+    functions run in turn within each round, so all of them meet the same kernel conditions:
+    the cost of a dump of 10,000 veths varies several-fold from one minute to the next."""
+    samples = [[] for _ in fns]
     for _ in range(repeat):
-        start = time.process_time()
-        fn()
-        samples.append(time.process_time() - start)
-    samples.sort()
-    return samples[len(samples) // 2]
+        for fn, out in zip(fns, samples):
+            start = time.process_time()
+            fn()
+            out.append(time.process_time() - start)
+    return [sorted(s)[len(s) // 2] for s in samples]
 
 
 def bare_stats_dump(rtnl):
@@ -68,11 +70,13 @@ def inner(ticks, memory_ticks):
     collector.take_changes()
     n_ifaces = len(rtnl.dump_stats())
     gc.collect()
-    tick = cpu_time(lambda: (collector.collect(), collector.take_changes()), ticks)
-    dump = cpu_time(lambda: bare_stats_dump(rtnl), ticks)
-    netdev = cpu_time(lambda: open("/proc/net/dev", "rb").read(), ticks)
-    softnet = cpu_time(lambda: open("/proc/net/softnet_stat", "rb").read(), ticks)
-    socket_files = cpu_time(lambda: [open(p, "rb").read() for p in SOCKET_FILES], ticks)
+    tick, dump, netdev, softnet, socket_files = cpu_times([
+        lambda: (collector.collect(), collector.take_changes()),
+        lambda: bare_stats_dump(rtnl),
+        lambda: open("/proc/net/dev", "rb").read(),
+        lambda: open("/proc/net/softnet_stat", "rb").read(),
+        lambda: [open(p, "rb").read() for p in SOCKET_FILES],
+    ], ticks)
     wall_start = time.monotonic()
     rss_start = None
     for i in range(memory_ticks):
