@@ -222,6 +222,11 @@ class Netdata:
         return ["--plugins-dir", self.plugins_dir, "--pythond-dir", self.pythond_dir,
                 "--config-dir", self.config_dir, "--lib-dir", self.collector_lib_dir]
 
+    def install_netdrops(self, mode="plugin"):
+        """`netdrops-collector install` into this instance, as a user would run it."""
+        subprocess.run(["netdrops-collector", "install", "--mode", mode] + self.install_args(),
+                       check=True, capture_output=True, text=True)
+
     # -- running ---------------------------------------------------------------------------
 
     def __enter__(self):

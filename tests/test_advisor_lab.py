@@ -33,13 +33,6 @@ def advise_json(*args):
     return code, doc
 
 
-def install_collector(nd):
-    subprocess.run(["netdrops-collector", "install", "--mode", "plugin", "--plugins-dir", nd.plugins_dir,
-                    "--pythond-dir", nd.pythond_dir, "--config-dir", nd.config_dir,
-                    "--lib-dir", os.path.join(nd.root, "netdrops-lib")],
-                   check=True, capture_output=True, text=True)
-
-
 def veth_chart(lab):
     return "netdrops_local.iface_{0}_drops".format(charts.sanitize(lab.host_ifname))
 
@@ -68,7 +61,7 @@ def netdata_with_collector():
     factory = NetdataFactory()
     try:
         nd = factory("advisor")
-        install_collector(nd)
+        nd.install_netdrops()
         nd.start()
         nd.wait_chart("netdrops.softnet_dropped", timeout=60)
         yield nd
@@ -217,7 +210,7 @@ def test_inside_a_network_namespace_it_prints_the_commands_for_the_host(drop_lab
 @pytest.mark.netdata
 def test_node_and_all_nodes_read_the_child_through_the_parent(netdata_factory, drop_lab):
     parent, child = netdata_factory.parent_and_child()
-    install_collector(child)  # the child runs new plugins within seconds
+    child.install_netdrops()  # the child runs new plugins within seconds
     drop_lab.run_traffic(HEAVY)
     prefix = "/host/" + child.hostname
     parent.wait_chart(veth_chart(drop_lab), timeout=60, host_prefix=prefix)

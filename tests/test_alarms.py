@@ -148,10 +148,7 @@ def install_with_alarms(nd, collector_conf=None):
     shipped health file. A collector_conf written first is kept by the installer."""
     if collector_conf is not None:
         nd.write_config_file("netdrops.conf", collector_conf)
-    lib = os.path.join(nd.root, "netdrops-lib")
-    subprocess.run(["netdrops-collector", "install", "--mode", "plugin", "--plugins-dir", nd.plugins_dir,
-                    "--pythond-dir", nd.pythond_dir, "--config-dir", nd.config_dir, "--lib-dir", lib],
-                   check=True, capture_output=True, text=True)
+    nd.install_netdrops()
     with open(os.path.join(nd.health_dir, "netdrops.conf")) as installed, open(HEALTH_FILE) as shipped:
         assert installed.read() == shipped.read(), "the installed alarms are not the shipped ones"
 

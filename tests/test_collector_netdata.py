@@ -1,8 +1,6 @@
 """The collector inside a real Netdata (Debian's 1.37), installed by `netdrops-collector
 install`, and real kernel drops from the lab seen through Netdata's API."""
 
-import os
-import subprocess
 import time
 
 import pytest
@@ -11,14 +9,6 @@ from lab import HEAVY, RPS_TARGET_CPU
 from netdrops_collector import charts
 
 HOST_CONTEXTS = {c.context for c in charts.host_charts()}
-
-
-def install_into(nd, mode):
-    lib = os.path.join(nd.root, "netdrops-lib")
-    subprocess.run(["netdrops-collector", "install", "--mode", mode, "--plugins-dir", nd.plugins_dir,
-                    "--pythond-dir", nd.pythond_dir, "--config-dir", nd.config_dir, "--lib-dir", lib],
-                   check=True, capture_output=True, text=True)
-    return lib
 
 
 def contexts_of(nd):
@@ -45,7 +35,7 @@ def latest(nd, chart, dim):
 
 def test_external_plugin_charts_in_a_real_netdata(netdata_factory):
     nd = netdata_factory("plugin")
-    install_into(nd, "plugin")
+    nd.install_netdrops("plugin")
     nd.start()
     nd.wait_for(lambda: HOST_CONTEXTS <= contexts_of(nd), 60, what="netdrops contexts")
     listed = nd.charts()
@@ -59,7 +49,7 @@ def test_external_plugin_charts_in_a_real_netdata(netdata_factory):
 
 def test_pythond_module_charts_in_a_real_netdata(netdata_factory):
     nd = netdata_factory("pythond", pythond_modules=["netdrops"])
-    install_into(nd, "python.d")
+    nd.install_netdrops("python.d")
     nd.start()
     nd.wait_for(lambda: HOST_CONTEXTS <= contexts_of(nd), 90, what="netdrops contexts from python.d")
     tuning = nd.charts()["netdrops_local.tuning"]
@@ -71,14 +61,14 @@ def test_pythond_module_charts_in_a_real_netdata(netdata_factory):
 
 def test_lab_drops_show_on_the_right_cpu_and_veth(netdata_factory, drop_lab):
     nd = netdata_factory("lab")
-    install_into(nd, "plugin")
+    nd.install_netdrops("plugin")
     nd.start()
     nd.wait_chart("netdrops_local.softnet_dropped")
     time.sleep(2)
     before = drop_lab.kernel_counters()
     drop_lab.run_traffic(HEAVY)
     veth_chart = "netdrops_local.iface_{0}_drops".format(charts.sanitize(drop_lab.host_ifname))
-    appeared = nd.wait_chart(veth_chart, timeout=15)
+    nd.wait_chart(veth_chart, timeout=15)  # within seconds of the first drop
     time.sleep(15)
     drop_lab.stop_traffic()
     time.sleep(3)  # the last second's drops reach Netdata
