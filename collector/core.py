@@ -172,7 +172,8 @@ class Collector:
         for key, old, cur in changed:
             if old is None:
                 old = ZERO_STATS  # appeared since the last tick: all it counted is new
-            d_in = counter_delta(cur[2], old[2]) + counter_delta(cur[5], old[5])
+            missed = counter_delta(cur[5], old[5])
+            d_in = counter_delta(cur[2], old[2]) + missed
             d_out = counter_delta(cur[3], old[3])
             link = source.link(key)
             if d_in:
@@ -183,7 +184,7 @@ class Collector:
             if state is not None:
                 state.inbound += d_in
                 state.outbound += d_out
-                state.missed += counter_delta(cur[5], old[5])
+                state.missed += missed
                 state.fifo += counter_delta(cur[4], old[4])
                 received = counter_delta(cur[0], old[0])
                 state.received += received

@@ -1,7 +1,6 @@
 """The collector's parsers against fixture files of every layout, and against this kernel."""
 
 import os
-import shutil
 
 import pytest
 
