@@ -19,8 +19,11 @@ from .jobs import load_jobs
 
 log = logging.getLogger("netdrops")
 
-# A job that fails this many ticks in a row is retried at this slower pace, never in a busy loop.
+# A job whose collection fails is retried at this slower pace, never in a busy loop.
 RETRY_SECONDS = 10
+# A failure that goes on is logged once, then again only this often: plugins' stderr is Netdata's
+# error.log, with no flood protection, and a file missing for a day is not 8,640 lines.
+REMIND_SECONDS = 3600
 
 
 class Job:
@@ -34,6 +37,38 @@ class Job:
         self.last_run = None
         self.on_tick = None  # called with (collector, values, changes, now) after each tick
         self.announce = ""   # protocol text sent once, after the first charts (FUNCTION)
+        self.failure = None         # the message of the failure going on, if any
+        self.failing_since = None
+        self.failure_logged = None  # when it was last logged
+
+    def failed(self, error, now):
+        """Drop the collector (the retry starts afresh, counters from a new baseline) and retry in
+        RETRY_SECONDS. Logged when it starts, when the reason changes, and every REMIND_SECONDS."""
+        message = str(error) or type(error).__name__
+        if message != self.failure or now - self.failure_logged >= REMIND_SECONDS:
+            log.error("job %s: collection failed: %s; retrying every %ss", self.name, message, RETRY_SECONDS)
+            self.failure_logged = now
+        if self.failure is None:
+            self.failing_since = now
+        self.failure = message
+        self.stop()
+        self.next_run = now + RETRY_SECONDS
+
+    def recovered(self, now):
+        if self.failure is not None:
+            log.info("job %s: collecting again after %.0f s of failures", self.name, now - self.failing_since)
+            self.failure = None
+
+    def stop(self):
+        """Close the collector now (its netlink socket) rather than whenever it is collected."""
+        collector, self.collector = self.collector, None
+        self.known.clear()
+        self.last_run = None
+        if collector is not None:
+            try:
+                collector.close()
+            except OSError:
+                pass
 
     def start(self):
         self.collector = Collector(self.cfg)
@@ -82,13 +117,10 @@ def run(jobs, out=None, clock=time.monotonic, sleep=time.sleep, max_ticks=None):
             every = job.cfg["update_every"]
             try:
                 text = job.tick(now)
-            except Exception as error:  # log one line; retry this job later, keep the others
-                log.error("job %s: collection failed: %s; retrying in %ss", job.name, error, RETRY_SECONDS)
-                job.collector = None
-                job.known.clear()
-                job.last_run = None
-                job.next_run = now + RETRY_SECONDS
+            except Exception as error:  # one log line; retry this job later, keep the others
+                job.failed(error, now)
                 continue
+            job.recovered(now)
             job.next_run = (now // every + 1) * every
             if text:
                 out.write(text)
