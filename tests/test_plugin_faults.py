@@ -4,8 +4,9 @@ installation, and a missing file under a real Netdata 1.37. Each must end in a c
 clean retry, never a busy loop.
 
 The plugin is the installed netdrops.plugin, run as Netdata runs it. Its CPU time is utime +
-stime of all its threads from /proc/PID/stat. A busy loop burns about one CPU-second per
-second; MAX_IDLE_CPU is generous for a loaded 2-vCPU machine and still far below that.
+stime of all its threads from /proc/PID/stat. A busy loop burns up to one CPU-second per
+second (a third of that measured here under other engineers' load); a blocked plugin may use
+MAX_IDLE_CPU over a whole stall, a failing one that plus what its own start cost per retry.
 """
 
 import fcntl
@@ -27,6 +28,7 @@ from protocol_check import parse
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 F_SETPIPE_SZ = 1031           # fcntl.F_SETPIPE_SZ, spelled out for Pythons before 3.10
 MAX_IDLE_CPU = 0.5            # CPU-seconds a waiting plugin may use over a whole stall or failure
+RECOVERY_MARGIN = 10          # seconds past a retry for a loaded machine (or a host with 10,000 veths)
 STALL_SECONDS = 20
 SOFTNET = "proc/net/softnet_stat"
 SNMP = "proc/net/snmp"
@@ -61,6 +63,13 @@ def blocked_writing_a_pipe(pid):
     """The main thread sleeps in the kernel's pipe write (pipe_write, anon_pipe_write)."""
     with open("/proc/{0}/wchan".format(pid)) as f:
         return "pipe_write" in f.read()
+
+
+def failing_cpu_bound(seconds, start_cpu):
+    """CPU a failing plugin may use over `seconds`: MAX_IDLE_CPU plus, per retry, what starting
+    cost it (`start_cpu`, imports included: a retry builds a new collector, whose cost grows with
+    the host's interfaces). A busy loop uses that much every few tens of milliseconds."""
+    return MAX_IDLE_CPU + (seconds // RETRY_SECONDS + 1) * start_cpu
 
 
 def wait_until(predicate, timeout, what):
@@ -328,6 +337,7 @@ def test_softnet_stat_removed_while_running_is_one_line_then_a_paced_retry_then_
     original = read_bytes(softnet)
     plugin = start_plugin(prefix=tree)
     wait_ticks(plugin, 2)
+    start_cpu = cpu_seconds(plugin.pid)
     fds_running = open_fds(plugin.pid)
 
     os.remove(softnet)
@@ -337,7 +347,8 @@ def test_softnet_stat_removed_while_running_is_one_line_then_a_paced_retry_then_
     time.sleep(2 * RETRY_SECONDS + 1)  # two retries at least
     failing_cpu = cpu_seconds(plugin.pid) - cpu_before
     assert plugin.alive()
-    assert failing_cpu < MAX_IDLE_CPU, "{0:.2f} CPU-s while failing".format(failing_cpu)
+    bound = failing_cpu_bound(2 * RETRY_SECONDS + 1, start_cpu)
+    assert failing_cpu < bound, "{0:.2f} CPU-s while failing (bound {1:.2f})".format(failing_cpu, bound)
     assert open_fds(plugin.pid) <= fds_running, "a retry leaked descriptors"
     lines = plugin.failure_lines()
     assert len(lines) == 1, "one line for one failure, not one per retry: {0}".format(lines)
@@ -346,9 +357,10 @@ def test_softnet_stat_removed_while_running_is_one_line_then_a_paced_retry_then_
 
     write_file(softnet, original)
     restored = time.monotonic()
-    wait_until(lambda: plugin.chart_defined_after(restored), RETRY_SECONDS + 3, "charts after the file came back")
+    wait_until(lambda: plugin.chart_defined_after(restored), RETRY_SECONDS + RECOVERY_MARGIN,
+               "charts after the file came back")
     recovery = plugin.chart_defined_after(restored)[0] - restored
-    wait_ticks(plugin, 2, after=restored)
+    wait_ticks(plugin, 2, after=restored, timeout=RECOVERY_MARGIN)
     add_softnet_drops(softnet, 0, 7)
     first_cpu = "softnet_dropped_" + charts.cpu_dim_name(first_row_cpu(original))
     wait_until(lambda: any(v.get(first_cpu) == 7 for v in plugin.values(DROPPED_CHART, restored)), 5,
@@ -358,8 +370,8 @@ def test_softnet_stat_removed_while_running_is_one_line_then_a_paced_retry_then_
     assert plugin.terminate() == 0
     parse(plugin.text())  # charts announced anew after the retry: still valid protocol
     assert "Traceback" not in plugin.stderr()
-    print("CPU while failing {0:.2f} s over {1} s; recovered {2:.1f} s after the file came back".format(
-        failing_cpu, 2 * RETRY_SECONDS + 1, recovery))
+    print("CPU while failing {0:.2f} s over {1} s (bound {2:.2f}); recovered {3:.1f} s after the file "
+          "came back".format(failing_cpu, 2 * RETRY_SECONDS + 1, bound, recovery))
 
 
 def test_softnet_stat_missing_at_start_is_one_line_then_charts_once_it_appears(tmp_path, start_plugin):
@@ -368,17 +380,18 @@ def test_softnet_stat_missing_at_start_is_one_line_then_charts_once_it_appears(t
     tree = make_host_tree(str(tmp_path / "host"), leave_out=(SOFTNET,))
     plugin = start_plugin(prefix=tree)
     wait_until(lambda: plugin.failure_lines(), 10, "log line for the missing file")
-    cpu_before = cpu_seconds(plugin.pid)
+    cpu_before = start_cpu = cpu_seconds(plugin.pid)  # imports and a first try
     time.sleep(RETRY_SECONDS + 1)  # one retry at least
     failing_cpu = cpu_seconds(plugin.pid) - cpu_before
     assert plugin.alive()
-    assert failing_cpu < MAX_IDLE_CPU, "{0:.2f} CPU-s while failing".format(failing_cpu)
+    bound = failing_cpu_bound(RETRY_SECONDS + 1, start_cpu)
+    assert failing_cpu < bound, "{0:.2f} CPU-s while failing (bound {1:.2f})".format(failing_cpu, bound)
     assert len(plugin.failure_lines()) == 1, plugin.stderr()
     assert not [line for _, line in plugin.lines if line.startswith(("CHART", "BEGIN"))]
 
     write_file(os.path.join(tree, SOFTNET), read_bytes("/" + SOFTNET))
     appeared = time.monotonic()
-    wait_ticks(plugin, 2, after=appeared, timeout=RETRY_SECONDS + 4)
+    wait_ticks(plugin, 2, after=appeared, timeout=RETRY_SECONDS + RECOVERY_MARGIN)
     assert plugin.terminate() == 0
     assert not parse(plugin.text()).disabled
     assert "Traceback" not in plugin.stderr()
@@ -525,6 +538,7 @@ def test_under_netdata_a_missing_softnet_stat_is_one_line_and_the_charts_come_ba
     nd.start()
     nd.wait_chart(TICK_CHART, timeout=60)
     pid = nd.wait_for(lambda: netdrops_plugin_pids(nd), 10, what="netdrops.plugin process")[0]
+    start_cpu = cpu_seconds(pid)
     first = last_entry(nd)
     nd.wait_for(lambda: last_entry(nd) > first, 10, what="values stored")
 
@@ -535,7 +549,8 @@ def test_under_netdata_a_missing_softnet_stat_is_one_line_and_the_charts_come_ba
     time.sleep(RETRY_SECONDS + 2)
     failing_cpu = cpu_seconds(pid) - cpu_before
     assert netdrops_plugin_pids(nd) == [pid], "Netdata's plugin was restarted or died"
-    assert failing_cpu < MAX_IDLE_CPU, "{0:.2f} CPU-s while failing".format(failing_cpu)
+    bound = failing_cpu_bound(RETRY_SECONDS + 2, start_cpu)
+    assert failing_cpu < bound, "{0:.2f} CPU-s while failing (bound {1:.2f})".format(failing_cpu, bound)
     assert last_entry(nd) <= removed + 2, "Netdata stored values while the file was missing"
     log = nd.log_text()
     failures = [line for line in log.splitlines() if FAILURE_LINE in line]
@@ -543,11 +558,12 @@ def test_under_netdata_a_missing_softnet_stat_is_one_line_and_the_charts_come_ba
 
     write_file(softnet, original)
     restored = time.time()
-    nd.wait_for(lambda: last_entry(nd) > restored + 1, RETRY_SECONDS + 10, what="values after the file came back")
+    nd.wait_for(lambda: last_entry(nd) > restored + 1, RETRY_SECONDS + RECOVERY_MARGIN,
+                what="values after the file came back")
     recovery = last_entry(nd) - restored
     assert netdrops_plugin_pids(nd) == [pid]
     log = nd.log_text()
     assert "collecting again" in log
     assert "Traceback" not in log
-    print("under Netdata: CPU while failing {0:.2f} s over {1} s; values again {2:.0f} s after the file "
-          "came back".format(failing_cpu, RETRY_SECONDS + 2, recovery))
+    print("under Netdata: CPU while failing {0:.2f} s over {1} s (bound {2:.2f}); values again {3:.0f} s "
+          "after the file came back".format(failing_cpu, RETRY_SECONDS + 2, bound, recovery))
