@@ -17,6 +17,7 @@ from .sources import open_source
 log = logging.getLogger("netdrops")
 
 ZERO_STATS = (0, 0, 0, 0, 0, 0)
+KIND_DIM_IDS = {kind: "drops_by_kind_" + kind for kind in KINDS}
 
 
 def counter_delta(new, old):
@@ -37,7 +38,8 @@ class Changes:
 
 
 class CpuCounters:
-    __slots__ = ("processed", "dropped", "squeeze", "rps", "flow_limit")
+    __slots__ = ("processed", "dropped", "squeeze", "rps", "flow_limit", "dropped_id", "squeeze_id",
+                 "processed_id", "flow_limit_id", "backlog_fill_id")
 
     def __init__(self, row):
         self.processed = MonotonicCounter(row.processed)
@@ -45,6 +47,13 @@ class CpuCounters:
         self.squeeze = MonotonicCounter(row.time_squeeze)
         self.rps = MonotonicCounter(row.received_rps or 0)
         self.flow_limit = MonotonicCounter(row.flow_limit_count or 0)
+        # Dimension ids, made once: this CPU's values are set every tick.
+        name = charts.cpu_dim_name(row.cpu)
+        self.dropped_id = "softnet_dropped_" + name
+        self.squeeze_id = "softnet_squeeze_" + name
+        self.processed_id = "softnet_processed_" + name
+        self.flow_limit_id = "softnet_flow_limit_" + name
+        self.backlog_fill_id = "softnet_backlog_fill_" + name
 
 
 class IfaceCharts:
@@ -72,16 +81,18 @@ class Collector:
         self.softnet_totals = {"dropped": 0, "squeeze": 0, "rps": 0}
         self.cpu_ids_guessed = False
         self.kind_totals = dict.fromkeys(KINDS, 0)
-        self.socket_counters = None
+        self.socket_counters = {}  # key -> (dimension id, MonotonicCounter)
+        self.sockets_missing = False
         self.interfaces_seen = False
         self.ifaces = {}
         self.tuning = {}
-        self.rps_interfaces = 0
+        self.tuning_values = {}  # dimension id -> value, as of the last tuning read
         self.ticks = 0
         self.next_priority = charts.PRIORITY_BASE + 100
 
     def close(self):
         self.source.close()
+        self.hostfs.close()
 
     # -- public --------------------------------------------------------------------------
 
@@ -101,7 +112,18 @@ class Collector:
     def take_changes(self):
         changes, self.changes = self.changes, Changes()
         self.announced = True
+        if changes.obsoleted:
+            self._settle_churn(changes)
         return changes
+
+    def _settle_churn(self, changes):
+        """An interface deleted and made again under its name since the last call (a container
+        restarting: same veth name, new ifindex) has its chart ids both obsoleted and created:
+        they stay alive. One created and gone again was never announced: neither is needed."""
+        live = {chart.id: chart for state in self.ifaces.values() for chart in state.charts}
+        never_announced = {id(c) for c in changes.created if c.id not in self.host_charts and live.get(c.id) is not c}
+        changes.created = [c for c in changes.created if id(c) not in never_announced]
+        changes.obsoleted = [c for c in changes.obsoleted if c.id not in live and id(c) not in never_announced]
 
     # -- softnet -------------------------------------------------------------------------
 
@@ -126,14 +148,13 @@ class Collector:
                     totals["rps"] += cpu.rps.update(row.received_rps)
                 if row.flow_limit_count is not None:
                     cpu.flow_limit.update(row.flow_limit_count)
-            name = charts.cpu_dim_name(row.cpu)
-            values["softnet_dropped_" + name] = cpu.dropped.total
-            values["softnet_squeeze_" + name] = cpu.squeeze.total
-            values["softnet_processed_" + name] = cpu.processed.total
+            values[cpu.dropped_id] = cpu.dropped.total
+            values[cpu.squeeze_id] = cpu.squeeze.total
+            values[cpu.processed_id] = cpu.processed.total
             if row.flow_limit_count is not None:
-                values["softnet_flow_limit_" + name] = cpu.flow_limit.total
+                values[cpu.flow_limit_id] = cpu.flow_limit.total
             if row.backlog_len is not None and backlog_max > 0:
-                values["softnet_backlog_fill_" + name] = row.backlog_len * 100 * PRECISION // backlog_max
+                values[cpu.backlog_fill_id] = row.backlog_len * 100 * PRECISION // backlog_max
         values["softnet_dropped_total"] = totals["dropped"]
         values["softnet_squeeze_total"] = totals["squeeze"]
         values["softnet_processed_rps_ipis"] = totals["rps"]
@@ -157,10 +178,14 @@ class Collector:
         changed, vanished = source.read_changes()
         first = not self.interfaces_seen
         self.interfaces_seen = True
+        ifaces = self.ifaces
+        for key in vanished:  # first: their chart slots go to interfaces that appeared
+            state = ifaces.pop(key, None)
+            if state is not None:
+                self.changes.obsoleted.extend(state.charts)
         for link in source.take_added():
             if self._wants_chart_by_config(link):
                 self._chart_iface(link.ifindex, link)
-        ifaces = self.ifaces
         for state in ifaces.values():
             state.ratio = 0  # an interface that counted nothing this tick dropped 0 %
 
@@ -191,14 +216,10 @@ class Collector:
                 arrived = received + d_in
                 state.ratio = d_in * 100 * PRECISION // arrived if arrived else 0
 
-        for key in vanished:
-            state = ifaces.pop(key, None)
-            if state is not None:
-                self.changes.obsoleted.extend(state.charts)
         for state in ifaces.values():
             self._put_iface(values, state)
         for kind, total in kind_totals.items():
-            values["drops_by_kind_" + kind] = total
+            values[KIND_DIM_IDS[kind]] = total
 
     def _wants_chart_by_config(self, link):
         if matches(link.name, self.cfg["exclude_interfaces"]):
@@ -229,17 +250,28 @@ class Collector:
     # -- sockets and tuning --------------------------------------------------------------
 
     def _collect_sockets(self, values):
+        """Socket drops: only this chart goes without values while /proc/net/snmp is missing,
+        which is said once, and once more when it is back."""
         try:
             raw = snmp.read_socket_drops(self.hostfs)
-        except FileNotFoundError:
+        except FileNotFoundError as error:
+            if not self.sockets_missing:
+                log.warning("%s is missing: no socket drops until it is back", error.filename)
+                self.sockets_missing = True
             return
-        if self.socket_counters is None:
-            self.socket_counters = {k: MonotonicCounter(v, WRAP64) for k, v in raw.items()}
-        else:
-            for key, value in raw.items():
-                self.socket_counters[key].update(value)
-        for key, counter in self.socket_counters.items():
-            values["socket_drops_" + key] = counter.total
+        if self.sockets_missing:
+            log.info("%s is back: socket drops again", self.hostfs.path(snmp.SNMP_PATH))
+            self.sockets_missing = False
+        counters = self.socket_counters
+        for key, value in raw.items():
+            counter = counters.get(key)
+            if counter is None:  # first tick, or a file that was missing is back
+                counters[key] = ("socket_drops_" + key, MonotonicCounter(value, WRAP64))
+            else:
+                counter[1].update(value)
+        for key, (dim_id, counter) in counters.items():
+            if key in raw:
+                values[dim_id] = counter.total
 
     def _read_tuning(self):
         self.tuning = tuning.read_sysctls(self.hostfs)
@@ -249,13 +281,10 @@ class Collector:
             except OSError:
                 pass
         # Counted here, at the tuning pace, not every tick: it walks every known interface.
-        self.rps_interfaces = sum(1 for link in self.source.all_links() if link.rps_on)
+        rps_interfaces = sum(1 for link in self.source.all_links() if link.rps_on)
+        values = {"tuning_" + key: self.tuning.get(key) for key in charts.TUNING_DIMS}
+        values["tuning_rps_interfaces"] = rps_interfaces
+        self.tuning_values = {k: v for k, v in values.items() if v is not None}
 
     def _put_tuning(self, values):
-        for key in charts.TUNING_DIMS:
-            if key == "rps_interfaces":
-                continue
-            value = self.tuning.get(key)
-            if value is not None:
-                values["tuning_" + key] = value
-        values["tuning_rps_interfaces"] = self.rps_interfaces
+        values.update(self.tuning_values)

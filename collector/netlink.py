@@ -6,6 +6,7 @@ functions take the raw bytes the kernel sent, so tests and fuzzers feed them dir
 
 import errno
 import os
+import select
 import socket
 import struct
 
@@ -88,11 +89,12 @@ def check_error(buf, off, source="netlink"):
         raise NetlinkError(-code, os.strerror(-code))
 
 
-def parse_stats_buffer(buf, out, source="netlink RTM_GETSTATS"):
+def parse_stats_buffer(buf, out, source="netlink RTM_GETSTATS", layout=None):
     """Parse one received buffer of RTM_NEWSTATS messages into `out` {ifindex: stats tuple}.
 
     The tuple is (rx_packets, tx_packets, rx_dropped, tx_dropped, rx_fifo_errors,
-    rx_missed_errors). Returns True when the dump's NLMSG_DONE was seen.
+    rx_missed_errors). Returns True when the dump's NLMSG_DONE was seen. A `layout` list gets
+    (ifindex, length) of each stats message, (None, length) of any other but NLMSG_DONE.
     """
     off, end = 0, len(buf)
     unpack = STATS_MSG.unpack_from
@@ -107,10 +109,15 @@ def parse_stats_buffer(buf, out, source="netlink RTM_GETSTATS"):
             if atype & NLA_TYPE_MASK != IFLA_STATS_LINK_64:
                 raise ParseError(source, "unexpected attribute {0} for ifindex {1}".format(atype, ifindex))
             out[ifindex] = (rxp, txp, rxd, txd, fifo, missed)
+            if layout is not None:
+                layout.append((ifindex, length))
         elif mtype == NLMSG_DONE:
             return True
-        elif mtype == NLMSG_ERROR:
-            check_error(buf, off, source)
+        else:
+            if mtype == NLMSG_ERROR:
+                check_error(buf, off, source)
+            if layout is not None:
+                layout.append((None, length))
         off += (length + 3) & ~3
     if off < end:
         raise ParseError(source, "truncated message header at offset {0}".format(off))
@@ -208,6 +215,9 @@ class RtNetlink:
             self.events.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
             self.events.bind((0, RTMGRP_LINK))
             self.events.setblocking(False)
+            # Asked every tick and almost always empty: a poll is cheaper than a failing recv.
+            self.events_poll = select.poll()
+            self.events_poll.register(self.events, select.POLLIN)
 
     def close(self):
         self.sock.close()
@@ -223,13 +233,15 @@ class RtNetlink:
                 return
 
     # Stats dumps always carry this sequence number, so an unchanged stretch of interfaces comes
-    # back byte for byte identical and the caller can skip parsing it (see sources.StatsDiff).
+    # back byte for byte identical and the caller can skip parsing it (see statsdiff.StatsDiff).
     STATS_SEQ = 1
+
+    STATS_REQUEST = build_request(RTM_GETSTATS, IF_STATS_MSG.pack(socket.AF_UNSPEC, 0, 0, 1 << (IFLA_STATS_LINK_64 - 1)),
+                                  STATS_SEQ)
 
     def request_stats(self):
         """Start an RTM_GETSTATS dump (64-bit link stats only); read it with recv_chunk()."""
-        payload = IF_STATS_MSG.pack(socket.AF_UNSPEC, 0, 0, 1 << (IFLA_STATS_LINK_64 - 1))
-        self.sock.send(build_request(RTM_GETSTATS, payload, self.STATS_SEQ))
+        self.sock.send(self.STATS_REQUEST)
 
     def recv_chunk(self):
         n = self.sock.recv_into(self.buf)
@@ -285,16 +297,19 @@ class RtNetlink:
         """Link changes since the last call: (new_or_changed, deleted_indexes, overflowed).
 
         `overflowed` means the kernel dropped events (ENOBUFS): the caller must re-dump."""
-        links, deleted = [], []
-        if self.events is None:
+        links, deleted, overflowed = [], [], False
+        if self.events is None or not self.events_poll.poll(0):  # POLLERR shows an overflow too
             return links, deleted, False
         while True:
             try:
                 n = self.events.recv_into(self.buf)
             except BlockingIOError:
-                return links, deleted, False
+                return links, deleted, overflowed
             except OSError as e:
                 if e.errno == errno.ENOBUFS:
-                    return links, deleted, True
+                    # Read on to the end: what is still queued predates the caller's re-dump
+                    # and, applied after it, would bring back links that are gone.
+                    overflowed = True
+                    continue
                 raise
             parse_link_buffer(self.view[:n], links, deleted, "netlink link event")

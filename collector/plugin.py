@@ -79,11 +79,6 @@ class Job:
             self.start()
         values = self.collector.collect()
         changes = self.collector.take_changes()
-        # An interface deleted and made again under its name within one tick (a container
-        # restarting: same veth name, new ifindex) has its chart ids both obsoleted and created.
-        # They live on: marked obsolete after the new definition, they would vanish for good.
-        recreated = {chart.id for chart in changes.created}
-        changes.obsoleted = [c for c in changes.obsoleted if c.id not in recreated]
         if self.on_tick is not None:
             self.on_tick(self.collector, values, changes, now)
         every = self.cfg["update_every"]

@@ -35,26 +35,21 @@ def parse_softnet(text, source=SOFTNET_PATH):
         if width not in KNOWN_WIDTHS and width < 15:
             raise ParseError(source, "{0} fields, expected one of {1}".format(
                 width, ", ".join(map(str, KNOWN_WIDTHS))), lineno)
+        # Only the columns a row has and the collector uses are converted (this runs for every
+        # CPU every tick); 4-9 are zero or obsolete. Positional, in SoftnetRow's field order.
         try:
-            values = [int(f, 16) for f in fields[:15]]
+            rows.append(SoftnetRow(
+                int(fields[12], 16) if width >= 13 else len(rows),
+                width >= 13,
+                int(fields[0], 16), int(fields[1], 16), int(fields[2], 16),
+                int(fields[9], 16) if width >= 10 else None,     # received_rps
+                int(fields[10], 16) if width >= 11 else None,    # flow_limit_count
+                int(fields[11], 16) if width >= 13 else None,    # backlog length
+                int(fields[13], 16) if width >= 15 else None,    # input_qlen
+                int(fields[14], 16) if width >= 15 else None,    # process_qlen
+            ))
         except ValueError:
             raise ParseError(source, "field is not hexadecimal: {0!r}".format(line.strip()[:80]), lineno)
-        if width >= 13:
-            cpu, exact, backlog = values[12], True, values[11]
-        else:
-            cpu, exact, backlog = len(rows), False, None
-        rows.append(SoftnetRow(
-            cpu=cpu,
-            cpu_id_exact=exact,
-            processed=values[0],
-            dropped=values[1],
-            time_squeeze=values[2],
-            received_rps=values[9] if width >= 10 else None,
-            flow_limit_count=values[10] if width >= 11 else None,
-            backlog_len=backlog,
-            input_qlen=values[13] if width >= 15 else None,
-            process_qlen=values[14] if width >= 15 else None,
-        ))
     if not rows:
         raise ParseError(source, "no CPU rows")
     seen = set()
@@ -81,7 +76,8 @@ def parse_cpu_list(text):
 
 
 def read_softnet(hostfs):
-    return parse_softnet(hostfs.read_text(SOFTNET_PATH), hostfs.path(SOFTNET_PATH))
+    softnet_stat = hostfs.kept_file(SOFTNET_PATH)
+    return parse_softnet(softnet_stat.read_text(), softnet_stat.path)
 
 
 def row_ids_are_guesses(rows, hostfs):

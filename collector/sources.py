@@ -15,64 +15,12 @@ import logging
 from . import netdev, netlink
 from .containers import NetnsResolver
 from .links import LinkTable, link_from_sysfs
+from .statsdiff import StatsDiff
 
 log = logging.getLogger("netdrops")
 
 # Past this many unknown interfaces in one tick, one full link dump is cheaper than lookups.
 FULL_DUMP_THRESHOLD = 64
-
-
-class Chunk:
-    """One received buffer of a stats dump, with what it parsed to."""
-    __slots__ = ("raw", "counters", "done")
-
-    def __init__(self, raw, counters, done):
-        self.raw = raw
-        self.counters = counters
-        self.done = done
-
-
-class StatsDiff:
-    """Turns successive stats dumps into changes, parsing only buffers that differ from the
-    previous dump's buffer at the same position (compared as bytes, at memcmp speed)."""
-
-    def __init__(self):
-        self.chunks = []
-        self.current = {}
-
-    def update(self, recv_chunk):
-        changed, reshaped = [], False
-        old_chunks, new_chunks = self.chunks, []
-        current = self.current
-        while True:
-            raw = recv_chunk()
-            i = len(new_chunks)
-            old = old_chunks[i] if i < len(old_chunks) else None
-            if old is not None and old.raw == raw:
-                new_chunks.append(old)
-            else:
-                counters = {}
-                done = netlink.parse_stats_buffer(raw, counters)
-                for key, cur in counters.items():
-                    prev = current.get(key)
-                    if prev != cur:
-                        changed.append((key, prev, cur))
-                        current[key] = cur
-                if old is None or old.counters.keys() != counters.keys():
-                    reshaped = True
-                new_chunks.append(Chunk(raw, counters, done))
-            if new_chunks[-1].done:
-                break
-        vanished = []
-        if reshaped or len(new_chunks) != len(old_chunks):
-            live = set()
-            for chunk in new_chunks:
-                live.update(chunk.counters)
-            vanished = [k for k in current if k not in live]
-            for key in vanished:
-                del current[key]
-        self.chunks = new_chunks
-        return changed, vanished
 
 
 class NetlinkSource:
@@ -90,6 +38,8 @@ class NetlinkSource:
         before = set(self.links.by_index)
         self.links.replace_all(self.rtnl.dump_links())
         self.added.extend(l for i, l in self.links.by_index.items() if i not in before)
+        # Their deletion events may be among those the kernel dropped: gone from the dump is gone.
+        self.deleted.extend(i for i in before if i not in self.links.by_index)
 
     def close(self):
         self.rtnl.close()
@@ -109,13 +59,14 @@ class NetlinkSource:
                 self.added.append(link)
 
     def read_changes(self):
-        self.deleted = []
         self._apply_link_events()
         self.rtnl.request_stats()
         changed, vanished = self.stats.update(self.rtnl.recv_chunk)
         # An interface deleted between its link event and a stats dump never shows in the
-        # counters; its deletion event alone tells the core to drop its charts.
-        return changed, vanished + [k for k in self.deleted if k not in self.stats.current]
+        # counters; its deletion event alone tells the core to drop its charts. Deletions found
+        # by a re-dump in resolve(), after the last call, are reported by this one.
+        deleted, self.deleted = self.deleted, []
+        return changed, vanished + [k for k in deleted if k not in self.stats.current]
 
     def resolve(self, keys):
         """Learn links for counters keys we have no link for (they appeared before their event)."""

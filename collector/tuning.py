@@ -40,7 +40,7 @@ def read_sysctls(hostfs, keys=SYSCTL_KEYS):
     out = {}
     for key in keys:
         try:
-            out[key] = parse_sysctl_value(key, hostfs.read_value(sysctl_path(key)))
+            out[key] = parse_sysctl_value(key, hostfs.kept_file(sysctl_path(key)).read_text())
         except OSError:
             out[key] = None
     return out

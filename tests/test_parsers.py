@@ -124,6 +124,20 @@ def test_snmp_fixture_socket_counters():
     assert drops["tcp_listen_drops"] == ext["TcpExt"]["ListenDrops"]
 
 
+def test_snmp_counters_a_kernel_lacks_are_left_out_not_zero():
+    """No /proc/net/netstat: the TCP listen counters are unknown, which a 0 would hide."""
+    tables = snmp.parse_snmp_pairs(fixture_text("proc", "snmp_linux618"), "snmp")
+    drops = snmp.socket_drops(tables, {})
+    assert set(drops) == {"udp_rcvbuf_errors", "udp_in_errors", "udp_sndbuf_errors"}
+
+
+def test_snmp_wanted_counters_of_the_fixture_equal_the_full_parse():
+    text = fixture_text("proc", "netstat_linux618")
+    full = snmp.parse_snmp_pairs(text, "netstat")
+    assert snmp.parse_snmp_pairs(text, "netstat", snmp.NETSTAT_WANTED) == {
+        "TcpExt": {name: full["TcpExt"][name] for name in snmp.NETSTAT_WANTED["TcpExt"]}}
+
+
 def test_snmp_value_count_mismatch_is_an_error():
     with pytest.raises(ParseError, match="2 names but 1 values"):
         snmp.parse_snmp_pairs("Udp: InDatagrams RcvbufErrors\nUdp: 5\n", "snmp")

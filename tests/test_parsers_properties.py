@@ -72,6 +72,57 @@ def test_snmp_any_text(text):
         assert "/proc/net/snmp" in str(error)
 
 
+counter_name = st.sampled_from(["InErrors", "RcvbufErrors", "SndbufErrors", "ListenDrops", "ListenOverflows",
+                                 "InDatagrams", "ListenDropsX", "Listen"])
+snmp_table = st.tuples(st.sampled_from(["Udp", "UdpLite", "TcpExt", "Ip", "Tcp"]),
+                       st.lists(counter_name, min_size=1, max_size=6, unique=True), st.lists(u64, min_size=6, max_size=6))
+
+
+@CASES
+@given(st.lists(snmp_table, max_size=5), st.booleans())
+def test_snmp_wanted_counters_equal_the_full_parse(tables, torn):
+    """What the collector reads every tick (only the wanted counters, found by search) equals
+    what a full parse of the same text gives."""
+    lines = []
+    for proto, names, values in tables:
+        lines.append("{0}: {1}".format(proto, " ".join(names)))
+        lines.append("{0}: {1}".format(proto, " ".join(map(str, values[:len(names) - torn]))))
+    text = "\n".join(lines) + "\n"
+    wanted = dict(snmp.SNMP_WANTED, **snmp.NETSTAT_WANTED)
+    try:
+        full = snmp.parse_snmp_pairs(text, "/proc/net/snmp")
+    except ParseError:
+        full = None
+    try:
+        picked = snmp.parse_snmp_pairs(text, "/proc/net/snmp", wanted)
+    except ParseError as error:
+        assert full is None and "/proc/net/snmp" in str(error)
+        return
+    if full is not None:
+        assert picked == {proto: {n: full[proto][n] for n in names if n in full[proto]}
+                          for proto, names in wanted.items() if proto in full}
+
+
+@CASES
+@given(st.lists(st.tuples(st.sampled_from(["Udp6InErrors", "Udp6RcvbufErrors", "Udp6RcvbufErrorsX", "Udp6SndbufErrors",
+                                           "UdpLite6InErrors", "Ip6InReceives"]),
+                          st.one_of(u64.map(str), st.sampled_from(["x", ""])), st.sampled_from([" ", "\t", "  \t"])),
+                max_size=8))
+def test_snmp6_wanted_counters_equal_the_full_parse(lines):
+    text = "".join("{0}{1}{2}\n".format(name, gap, value) for name, value, gap in lines)
+    try:
+        full = snmp.parse_snmp6(text, "/proc/net/snmp6")["Udp6"]
+    except ParseError:
+        full = None
+    try:
+        picked = snmp.parse_snmp6(text, "/proc/net/snmp6", snmp.SNMP6_WANTED)["Udp6"]
+    except ParseError:
+        assert full is None
+        return
+    if full is not None:
+        assert picked == {n: full[n] for n in snmp.SNMP6_WANTED if n in full}
+
+
 @CASES
 @given(st.binary(max_size=600))
 def test_netlink_stats_any_bytes(data):

@@ -422,8 +422,6 @@ def test_missing_snmp_stops_only_the_socket_chart(tmp_path, start_plugin):
     assert "Traceback" not in plugin.stderr()
 
 
-@pytest.mark.xfail(strict=True, reason="collector/core.py _collect_sockets drops FileNotFoundError for "
-                                       "/proc/net/snmp without a word; the fix belongs there")
 def test_missing_snmp_is_said_once_in_the_log(tmp_path, start_plugin):
     """A socket_drops chart that never gets a value needs its reason in error.log, once."""
     tree = make_host_tree(str(tmp_path / "host"), leave_out=(SNMP,))
