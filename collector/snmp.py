@@ -14,14 +14,6 @@ NETSTAT_PATH = "proc/net/netstat"
 SNMP6_PATH = "proc/net/snmp6"
 
 
-@functools.lru_cache(maxsize=64)
-def _columns(header, wanted):
-    """(number of names, ((name, column), ...) of the wanted names present) of a header line.
-    A kernel prints the same header every time: this is worked out once, not every tick."""
-    names = header.split()
-    return len(names), tuple((name, names.index(name)) for name in wanted if name in names)
-
-
 def parse_snmp_pairs(text, source, wanted=None):
     """Text -> {protocol: {name: int}}: every counter, or only the `wanted` {protocol: names}."""
     if wanted is not None:
