@@ -111,9 +111,10 @@ class StatsDiff:
         if self.busy:
             # Most interfaces counted something last time: parsing the whole buffer is cheaper
             # than finding the messages that differ (4x cheaper when all of them do).
-            counters = self._parse_area(raw, area)
-            self._check_slots(pos // size, [key for key, _counters in counters], added)
-            self.differing += len(counters)
+            parsed = self._parse_area(raw, area)
+            self._check_slots(pos // size, list(parsed), added)
+            self.differing += len(parsed)
+            counters = parsed.items()
         else:
             old = self._old_bytes(pos, area)
             common = min(area, len(old)) // size * size
@@ -138,7 +139,7 @@ class StatsDiff:
             added.append(key)
 
     def _parse_area(self, raw, area):
-        """[(ifindex, counters)] of every message of a buffer's stats area, in order."""
+        """{ifindex: counters} of every message of a buffer's stats area, in order."""
         out = {}
         try:
             netlink.parse_stats_buffer(memoryview(raw)[:area], out)
@@ -146,7 +147,7 @@ class StatsDiff:
             raise LayoutChanged()  # the full parse names the problem
         if len(out) != area // self.msg_size:
             raise LayoutChanged()  # not all stats messages (sizes are checked where they differ)
-        return list(out.items())
+        return out
 
     def _parse_message(self, raw, off):
         out = {}

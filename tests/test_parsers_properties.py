@@ -1,12 +1,12 @@
 """Property tests of the collector's parsers: any input parses or raises the parser's own error
 (naming the file), and well-formed input always gives back exactly the numbers written."""
 
-import struct
 
 from hypothesis import given, settings, strategies as st
 
 from netdrops_collector import config, jobs, netdev, netlink, snmp, softnet, tuning
 from netdrops_collector.errors import ParseError
+from stats_dumps import DONE, stats_message
 
 u32 = st.integers(min_value=0, max_value=2 ** 32 - 1)
 u64 = st.integers(min_value=0, max_value=2 ** 64 - 1)
@@ -132,19 +132,12 @@ def test_netlink_stats_any_bytes(data):
         pass
 
 
-def stats_message(ifindex, counters):
-    stats = struct.pack("=25Q", *counters)
-    attr = struct.pack("=HH", 4 + len(stats), netlink.IFLA_STATS_LINK_64) + stats
-    body = netlink.IF_STATS_MSG.pack(0, 0, ifindex, 1) + attr
-    return netlink.NLMSGHDR.pack(16 + len(body), netlink.RTM_NEWSTATS, 2, 1, 0) + body
-
-
 @CASES
 @given(st.dictionaries(st.integers(min_value=1, max_value=2 ** 31 - 1), st.lists(u64, min_size=25, max_size=25),
                        max_size=5))
 def test_netlink_stats_round_trip(ifaces):
     buf = b"".join(stats_message(i, c) for i, c in ifaces.items())
-    buf += netlink.NLMSGHDR.pack(20, netlink.NLMSG_DONE, 2, 1, 0) + b"\0" * 4
+    buf += DONE
     out = {}
     assert netlink.parse_stats_buffer(buf, out)
     assert out == {i: (c[0], c[1], c[6], c[7], c[14], c[15]) for i, c in ifaces.items()}

@@ -12,31 +12,13 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from netdrops_collector import netlink, statsdiff
-from test_parsers_properties import stats_message
+from stats_dumps import MESSAGE_SIZE, FakeDump
 
-DONE = netlink.NLMSGHDR.pack(20, netlink.NLMSG_DONE, 2, 1, 0) + b"\0" * 4
 READ_FIELDS = (0, 1, 6, 7, 14, 15)  # the rtnl_link_stats64 fields the collector reads
-MESSAGE_SIZE = len(stats_message(1, [0] * 25))
 
 
 def read_counters(stats):
     return tuple(stats[i] for i in READ_FIELDS)
-
-
-class FakeDump:
-    """One dump's buffers, handed out one recv at a time like RtNetlink.recv_chunk."""
-
-    def __init__(self, ifaces, cuts, done_alone=False):
-        stream = b"".join(stats_message(i, c) for i, c in ifaces.items())
-        bounds = sorted({min(c, len(ifaces)) * MESSAGE_SIZE for c in cuts} | {0, len(stream)})
-        self.buffers = [stream[a:b] for a, b in zip(bounds, bounds[1:])]
-        if done_alone or not self.buffers:
-            self.buffers.append(DONE)
-        else:
-            self.buffers[-1] += DONE
-
-    def recv_chunk(self):
-        return self.buffers.pop(0)
 
 
 # One step between dumps: which interfaces count, which appear or vanish, where the cuts fall.
