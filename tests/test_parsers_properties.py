@@ -1,7 +1,6 @@
 """Property tests of the collector's parsers: any input parses or raises the parser's own error
 (naming the file), and well-formed input always gives back exactly the numbers written."""
 
-
 from hypothesis import given, settings, strategies as st
 
 from netdrops_collector import config, jobs, netdev, netlink, snmp, softnet, tuning
