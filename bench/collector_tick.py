@@ -15,48 +15,11 @@ import gc
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 
-
-def cpu_times(fns, repeat):
-    """Median CPU seconds (process CPU: user + system) of each fn over `repeat` rounds. The
-    functions run in turn within each round, so all of them meet the same kernel conditions:
-    the cost of a dump of 10,000 veths varies several-fold from one minute to the next."""
-    samples = [[] for _ in fns]
-    for _ in range(repeat):
-        for fn, out in zip(fns, samples):
-            start = time.process_time()
-            fn()
-            out.append(time.process_time() - start)
-    return [sorted(s)[len(s) // 2] for s in samples]
-
-
-def bare_stats_dump(rtnl):
-    """What the kernel read costs by itself: the request and every recv, nothing parsed."""
-    from netdrops_collector import netlink
-    import socket
-    rtnl.seq += 1
-    payload = netlink.IF_STATS_MSG.pack(socket.AF_UNSPEC, 0, 0, 1)
-    rtnl.sock.send(netlink.build_request(netlink.RTM_GETSTATS, payload, rtnl.seq))
-    while True:
-        n = rtnl.sock.recv_into(rtnl.buf)
-        # NLMSG_DONE is the last message of the last buffer: its type sits 16 bytes from the end
-        # of that buffer (header 16 + errno 4).
-        if n >= 20 and rtnl.buf[n - 16] == netlink.NLMSG_DONE and rtnl.buf[n - 15] == 0:
-            return
-
-
-SOCKET_FILES = ("/proc/net/snmp", "/proc/net/snmp6", "/proc/net/netstat")
-
-
-def rss_kib():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+from benchlib import (SOCKET_FILES, bare_stats_dump, cpu_times, delete_namespace, make_namespace,
+                      raise_on_sigterm, rss_kib, this_script_inside)
 
 
 def inner(ticks, memory_ticks):
@@ -98,15 +61,6 @@ def inner(ticks, memory_ticks):
     }))
 
 
-def make_namespace(name, n_ifaces):
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    pairs = n_ifaces // 2
-    batch = "".join("link add nb{0}a type veth peer name nb{0}b\n".format(i) for i in range(pairs))
-    subprocess.run(["ip", "-n", name, "-batch", "-"], input=batch.encode(), check=True)
-    ups = "".join("link set nb{0}{1} up\n".format(i, s) for i in range(pairs) for s in "ab")
-    subprocess.run(["ip", "-n", name, "-batch", "-"], input=ups.encode(), check=True)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
@@ -116,6 +70,7 @@ def main():
     args = parser.parse_args()
     if args.inner:
         return inner(args.ticks, args.memory_ticks)
+    raise_on_sigterm()
     print("machine: {0} CPUs, {1}, Python {2}".format(os.cpu_count(), os.uname().release, sys.version.split()[0]))
     for size in args.sizes:
         ns = "ndbench{0}".format(os.getpid())
@@ -123,11 +78,9 @@ def main():
         make_namespace(ns, size)
         made = time.monotonic() - start
         try:
-            out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, os.path.abspath(__file__), "--inner",
-                                  "--ticks", str(args.ticks), "--memory-ticks", str(args.memory_ticks)],
-                                 check=True, capture_output=True, text=True).stdout
+            out = this_script_inside(ns, __file__, ["--ticks", str(args.ticks), "--memory-ticks", str(args.memory_ticks)])
         finally:
-            subprocess.run(["ip", "netns", "del", ns], check=True)
+            delete_namespace(ns)
         r = json.loads(out.strip().splitlines()[-1])
         print("{interfaces:>6} interfaces (made in {made:.0f} s): tick {tick_ms:.3f} ms CPU".format(made=made, **r))
         print("        bare reads: rtnetlink stats dump {bare_dump_ms:.3f} ms + softnet_stat {softnet_ms:.3f} ms + "

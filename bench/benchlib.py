@@ -1,0 +1,207 @@
+"""Helpers shared by the benches: a network namespace full of veths, the bare kernel reads the
+collector relies on, and CPU/memory readings of this or another process. Standard library only.
+"""
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+
+SOCKET_FILES = ("/proc/net/snmp", "/proc/net/snmp6", "/proc/net/netstat")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# -- timing ------------------------------------------------------------------------------------
+
+def cpu_times(fns, repeat):
+    """Median CPU seconds (process CPU: user + system) of each fn over `repeat` rounds. The
+    functions run in turn within each round, so all of them meet the same kernel conditions:
+    the cost of a dump of 10,000 veths varies several-fold from one minute to the next."""
+    samples = [[] for _ in fns]
+    for _ in range(repeat):
+        for fn, out in zip(fns, samples):
+            start = time.process_time()
+            fn()
+            out.append(time.process_time() - start)
+    return [median(s) for s in samples]
+
+
+def median(values):
+    return sorted(values)[len(values) // 2]
+
+
+def process_cpu_seconds(pid):
+    """utime + stime of a whole process (all its threads, live or exited), from /proc/PID/stat.
+    The kernel reports them in clock ticks (10 ms here): use deltas over many collections."""
+    with open("/proc/{0}/stat".format(pid)) as f:
+        fields = f.read().rsplit(")", 1)[1].split()  # after "pid (comm)"
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rss_kib(pid="self"):
+    with open("/proc/{0}/status".format(pid)) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+# -- the bare kernel reads ---------------------------------------------------------------------
+
+def _recv_until_done(rtnl):
+    from netdrops_collector.netlink import NLMSG_DONE
+    while True:
+        n = rtnl.sock.recv_into(rtnl.buf)
+        # NLMSG_DONE is the last message of the last buffer: its type sits 16 bytes from the end
+        # of that buffer (header 16 + errno 4).
+        if n >= 20 and rtnl.buf[n - 16] == NLMSG_DONE and rtnl.buf[n - 15] == 0:
+            return
+
+
+def bare_stats_dump(rtnl):
+    """What the collector's kernel read costs by itself: the RTM_GETSTATS request and every
+    recv, nothing parsed."""
+    from netdrops_collector import netlink
+    rtnl.seq += 1
+    payload = netlink.IF_STATS_MSG.pack(socket.AF_UNSPEC, 0, 0, 1)
+    rtnl.sock.send(netlink.build_request(netlink.RTM_GETSTATS, payload, rtnl.seq))
+    _recv_until_done(rtnl)
+
+
+def bare_link_dump(rtnl):
+    """An RTM_GETLINK dump (every attribute of every link, stats included), nothing parsed:
+    what node_exporter's netdev collector asks the kernel for by default (netlink)."""
+    from netdrops_collector import netlink
+    rtnl.seq += 1
+    payload = netlink.IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+    rtnl.sock.send(netlink.build_request(netlink.RTM_GETLINK, payload, rtnl.seq))
+    _recv_until_done(rtnl)
+
+
+def read_file(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def read_socket_files():
+    return [read_file(p) for p in SOCKET_FILES]
+
+
+# -- the namespace -----------------------------------------------------------------------------
+
+def make_namespace(name, n_ifaces):
+    """A network namespace with n_ifaces interfaces (n_ifaces // 2 veth pairs), all up. If this
+    fails or is interrupted halfway, the namespace is deleted again."""
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        pairs = n_ifaces // 2
+        batch = "".join("link add nb{0}a type veth peer name nb{0}b\n".format(i) for i in range(pairs))
+        subprocess.run(["ip", "-n", name, "-batch", "-"], input=batch.encode(), check=True)
+        ups = "".join("link set nb{0}{1} up\n".format(i, s) for i in range(pairs) for s in "ab")
+        subprocess.run(["ip", "-n", name, "-batch", "-"], input=ups.encode(), check=True)
+    except BaseException:
+        delete_namespace(name)
+        raise
+
+
+def namespace_pids(name):
+    out = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def delete_namespace(name, timeout=30):
+    """End what still runs in our namespace (only what this bench started lives there), then
+    delete it."""
+    deadline = time.monotonic() + timeout
+    sig = signal.SIGTERM
+    while True:
+        pids = namespace_pids(name)
+        if not pids:
+            break
+        if time.monotonic() > deadline - timeout / 2:
+            sig = signal.SIGKILL
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    subprocess.run(["ip", "netns", "del", name], check=True)
+
+
+def raise_on_sigterm():
+    """A SIGTERM (kill, a CI timeout) unwinds like Ctrl-C, so the clean-up still runs."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def run_inside(ns, argv, grace=90):
+    """Run argv in namespace ns, its stdout captured and returned. On Ctrl-C or SIGTERM the child
+    gets one SIGINT and `grace` seconds to clean up after itself before it is killed (its own
+    session: a Ctrl-C at the terminal reaches only us, and a second one cannot cut its clean-up)."""
+    child = subprocess.Popen(["ip", "netns", "exec", ns] + argv, stdout=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    try:
+        out, _ = child.communicate()
+    except BaseException:
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT)
+            try:
+                child.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        raise
+    if child.returncode != 0:
+        raise subprocess.CalledProcessError(child.returncode, argv, out)
+    return out
+
+
+def this_script_inside(ns, script, args):
+    """run_inside() for `python3 SCRIPT --inner ARGS...`, this interpreter."""
+    return run_inside(ns, [sys.executable, os.path.abspath(script), "--inner"] + list(args))
+
+
+# -- which netdrops is measured ----------------------------------------------------------------
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGES = {"collector": "netdrops_collector", "advisor": "netdrops_advisor"}
+
+
+def git(*args):
+    return subprocess.run(["git", "-C", REPO] + list(args), check=True, capture_output=True, text=True).stdout
+
+
+def working_tree_version():
+    """'git <commit>' of the working tree the installed (editable) package runs from, and
+    whether collector/ or advisor/ differ from it: another engineer may be editing them."""
+    try:
+        head = git("rev-parse", "--short=12", "HEAD").strip()
+        changed = git("status", "--porcelain", "--", *PACKAGES).splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return "not a git checkout"
+    return "working tree at git {0}{1}".format(
+        head, ", {0} uncommitted change(s) in collector/ or advisor/".format(len(changed)) if changed else ", clean")
+
+
+def export_packages(ref, dest):
+    """The netdrops packages as committed at ref, importable with PYTHONPATH=dest (it takes
+    precedence over the editable install); returns the commit."""
+    commit = git("rev-parse", "--verify", ref + "^{commit}").strip()
+    archive = subprocess.run(["git", "-C", REPO, "archive", "--format=tar", commit] + list(PACKAGES),
+                             check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        if hasattr(tarfile, "data_filter"):  # 3.11.4+: plain files only, and says so to 3.12+
+            tar.extractall(dest, filter="data")
+        else:
+            tar.extractall(dest)
+    for src, package in PACKAGES.items():
+        os.rename(os.path.join(dest, src), os.path.join(dest, package))
+    return commit
