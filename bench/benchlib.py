@@ -2,6 +2,7 @@
 collector relies on, and CPU/memory readings of this or another process. Standard library only.
 """
 
+import glob
 import io
 import os
 import signal
@@ -17,17 +18,46 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 # -- timing ------------------------------------------------------------------------------------
 
-def cpu_times(fns, repeat):
+def cpu_times(fns, repeat, before=None):
     """Median CPU seconds (process CPU: user + system) of each fn over `repeat` rounds. The
     functions run in turn within each round, so all of them meet the same kernel conditions:
-    the cost of a dump of 10,000 veths varies several-fold from one minute to the next."""
+    the cost of a dump of 10,000 veths varies several-fold from one minute to the next.
+    `before`, if given, runs untimed ahead of each fn (see CacheEvictor)."""
     samples = [[] for _ in fns]
     for _ in range(repeat):
         for fn, out in zip(fns, samples):
+            if before is not None:
+                before()
             start = time.process_time()
             fn()
             out.append(time.process_time() - start)
     return [median(s) for s in samples]
+
+
+class CacheEvictor:
+    """Writes one byte per cache line of a buffer twice the last-level cache, so that what runs
+    next finds none of its code or data in the CPU caches: the state a collector meets once a
+    second on a host that does other work, unlike a loop that runs it back to back."""
+
+    LINE = 64
+
+    def __init__(self):
+        self.buffer = bytearray(2 * last_level_cache_bytes())
+        self.zeros = bytes(len(self.buffer) // self.LINE)
+
+    def __call__(self):
+        self.buffer[::self.LINE] = self.zeros
+
+
+def last_level_cache_bytes(default=64 << 20):
+    """Size of CPU 0's largest cache, from sysfs ("32768K"), or `default` when it says none."""
+    sizes = []
+    for index in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*/size"):
+        text = read_file(index).decode().strip()
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+        if text[-1:] in units and text[:-1].isdigit():
+            sizes.append(int(text[:-1]) * units[text[-1]])
+    return max(sizes, default=default)
 
 
 def median(values):
@@ -91,13 +121,35 @@ def read_socket_files():
     return [read_file(p) for p in SOCKET_FILES]
 
 
+class KeptReads:
+    """The bare read of /proc files as the collector does it each tick: one pread at offset 0
+    on a descriptor kept open (procfs builds the text anew), no path walk, nothing parsed."""
+
+    def __init__(self, paths):
+        self.fds = [os.open(p, os.O_RDONLY) for p in paths]
+
+    def __call__(self):
+        return [os.pread(fd, 1 << 16, 0) for fd in self.fds]
+
+    def close(self):
+        for fd in self.fds:
+            os.close(fd)
+
+
 # -- the namespace -----------------------------------------------------------------------------
 
-def make_namespace(name, n_ifaces):
+def make_namespace(name, n_ifaces, ipv6=False):
     """A network namespace with n_ifaces interfaces (n_ifaces // 2 veth pairs), all up. If this
-    fails or is interrupted halfway, the namespace is deleted again."""
+    fails or is interrupted halfway, the namespace is deleted again.
+
+    IPv6 is off in it unless asked for: fresh links send router solicitations and MLD reports
+    for a minute or more, which would make a bench of the idle steady state measure the first
+    minute of 10,000 links instead (bench/statsdiff_busy.py measures busy counters on purpose)."""
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
+        if not ipv6:
+            subprocess.run(["ip", "netns", "exec", name, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1",
+                            "net.ipv6.conf.default.disable_ipv6=1"], check=True)
         pairs = n_ifaces // 2
         batch = "".join("link add nb{0}a type veth peer name nb{0}b\n".format(i) for i in range(pairs))
         subprocess.run(["ip", "-n", name, "-batch", "-"], input=batch.encode(), check=True)

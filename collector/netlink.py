@@ -243,8 +243,14 @@ class RtNetlink:
         """Start an RTM_GETSTATS dump (64-bit link stats only); read it with recv_chunk()."""
         self.sock.send(self.STATS_REQUEST)
 
-    def recv_chunk(self):
+    def recv_chunk(self, same_as=None):
+        """The next buffer of a dump, as bytes; `same_as` itself when the buffer is byte for byte
+        that. Not copying an unchanged buffer is not about the copy: 256 KiB of buffers made and
+        freed each tick (1,000 interfaces) make glibc give the memory back and fault it in again
+        on the next tick, which cost more than the rest of the diff."""
         n = self.sock.recv_into(self.buf)
+        if same_as is not None and n == len(same_as) and self.buf.startswith(same_as):
+            return same_as
         return bytes(self.view[:n])
 
     def dump_stats(self, out=None):

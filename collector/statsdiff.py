@@ -62,10 +62,10 @@ class StatsDiff:
         done = False
         self.differing = 0
         while not done:
-            raw = recv_chunk()
-            received.append(raw)
             kept = old_chunks.get(pos)
-            if kept is not None and kept[0] == raw:
+            raw = recv_chunk(None if kept is None else kept[0])
+            received.append(raw)
+            if kept is not None and raw is kept[0]:
                 # The usual case: the same interfaces, counting nothing, cut at the same place.
                 chunks[pos] = kept
                 area = kept[1]
