@@ -27,6 +27,10 @@ class NetdataFormatError(NetdataError):
     """The answer was not the JSON shape Netdata 1.37+ gives."""
 
 
+class NetdataVersionError(NetdataError):
+    """The agent is older or newer than the versions whose API the advisor reads."""
+
+
 class UnknownNode(NetdataError):
     """--node named a host the Netdata (parent) does not hold."""
 

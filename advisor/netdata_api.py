@@ -1,4 +1,4 @@
-"""A small client for Netdata's REST API (v1, as served by 1.37 and later), and the parsers of
+"""A small client for Netdata's REST API (v1, as served by 1.37 to 2.x), and the parsers of
 its answers.
 
 The client only moves bytes and turns every failure into one NetdataError sentence; the parse_*
@@ -13,15 +13,24 @@ nulls (see tests/fixtures/netdata_api/data_aligned_window_before_history.json).
 
 import collections
 import json
+import re
 import socket
 import urllib.error
 import urllib.parse
 import urllib.request
 
 from .errors import (NetdataFormatError, NetdataHTTPError, NetdataTimeout, NetdataUnreachable,
-                     UnknownNode)
+                     NetdataVersionError, UnknownNode)
 
 DEFAULT_URL = "http://127.0.0.1:19999"
+
+# The Netdata versions whose v1 API this client reads: from 1.37 (the recorded answers in
+# tests/fixtures/netdata_api/ are 1.37.1's; older ones lack /api/v1/contexts or chart_ids in
+# context queries) through 2.x, which still serves /api/v1. A later major version may answer in
+# shapes that parse and mean something else: it is refused, not guessed at.
+OLDEST_VERSION = (1, 37)
+FIRST_UNKNOWN_MAJOR = 3
+VERSION_RE = re.compile(r"v?(\d+)\.(\d+)")
 
 # 1.37's answer to /host/<name>/... for a name it does not hold (HTTP 404, text/html).
 UNKNOWN_HOST_TEXT = "does not maintain a database for host"
@@ -63,6 +72,7 @@ class NetdataClient:
         self.timeout = timeout
         self.node = node
         self.requests = 0  # how many requests this client made (the tests keep it small)
+        self.version = None  # the agent's version text, once info() has read it
 
     def for_node(self, node):
         client = NetdataClient(self.base_url, self.timeout, node)
@@ -74,6 +84,11 @@ class NetdataClient:
         if self.node:
             return "node {0!r} at {1}".format(self.node, self.base_url)
         return self.base_url
+
+    @property
+    def who(self):
+        """'Netdata v1.37.1 at URL' once the version is known, else 'Netdata at URL'."""
+        return "Netdata {0}at {1}".format(self.version + " " if self.version else "", self.where)
 
     def url_for(self, path, params=None):
         prefix = "/host/" + urllib.parse.quote(self.node, safe="") if self.node else ""
@@ -95,8 +110,8 @@ class NetdataClient:
                 raise UnknownNode("Netdata at {0} holds no node named {1!r}.".format(
                     self.base_url, self.node))
             detail = ": " + body if body else ""
-            raise NetdataHTTPError("Netdata at {0} answered HTTP {1} to {2}{3}.".format(
-                self.where, err.code, shown, detail.rstrip(".")), err.code)
+            raise NetdataHTTPError("{0} answered HTTP {1} to {2}{3}.".format(
+                self.who, err.code, shown, detail.rstrip(".")), err.code)
         except urllib.error.URLError as err:
             if isinstance(err.reason, (socket.timeout, TimeoutError)):
                 raise NetdataTimeout("Netdata at {0} did not answer {1} within {2:g} s.".format(
@@ -116,13 +131,17 @@ class NetdataClient:
         try:
             return decode_json(body)
         except ValueError as err:
-            raise NetdataFormatError("Netdata at {0} sent malformed JSON for {1} ({2}).".format(
-                self.where, path, err))
+            raise NetdataFormatError("{0} sent malformed JSON for {1} ({2}).".format(
+                self.who, path, err))
 
     # -- the endpoints the advisor uses ------------------------------------------------------
 
     def info(self):
-        return self._parsed(parse_info, "/api/v1/info")
+        """/api/v1/info; refuses (NetdataVersionError) a Netdata whose API this client does not read."""
+        info = self._parsed(parse_info, "/api/v1/info")
+        self.version = info.version
+        check_version(info.version, self.who)
+        return info
 
     def contexts(self):
         return self._parsed(parse_contexts, "/api/v1/contexts")
@@ -145,8 +164,32 @@ class NetdataClient:
         try:
             return parser(doc, **kwargs)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
-            raise NetdataFormatError("Netdata at {0} answered {1} in a shape the advisor does not "
-                                     "know ({2}: {3}).".format(self.where, path, type(err).__name__, err))
+            raise NetdataFormatError("{0} answered {1} in a shape the advisor does not "
+                                     "know ({2}: {3}).".format(self.who, path, type(err).__name__, err))
+
+
+def parse_version(text):
+    """'v1.37.1', 'v1.44.0-122-nightly', '2.0.3' -> (major, minor); None when it is not a version."""
+    match = VERSION_RE.match(text.strip())
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def check_version(text, who):
+    """Raise NetdataVersionError for a Netdata older than OLDEST_VERSION or of an unknown major
+    version. A version text that is not a version (a custom build) is given the benefit of the
+    doubt: the parsers still refuse shapes they do not know."""
+    version = parse_version(text)
+    if version is None:
+        return
+    if version < OLDEST_VERSION:
+        raise NetdataVersionError(
+            "{0} is older than v{1}.{2}, the first whose API the advisor reads: upgrade Netdata, or run "
+            "netdrops-advisor on that host with --source kernel.".format(who, *OLDEST_VERSION))
+    if version[0] >= FIRST_UNKNOWN_MAJOR:
+        raise NetdataVersionError(
+            "{0} is newer than the Netdata versions the advisor knows (v{1}.{2} to v{3}.x): upgrade "
+            "netdrops, or run netdrops-advisor on that host with --source kernel.".format(
+                who, OLDEST_VERSION[0], OLDEST_VERSION[1], FIRST_UNKNOWN_MAJOR - 1))
 
 
 def normalize_url(url):

@@ -60,8 +60,8 @@ def read_node(client, window_seconds, node_name=None):
     contexts = client.contexts()
     mode = choose_mode(contexts)
     if mode is None:
-        raise MissingEvidence("Netdata at {0} has neither the netdrops charts nor its own softnet_stat "
-                              "charts, so it holds no receive-path evidence.".format(client.where))
+        raise MissingEvidence("{0} has neither the netdrops charts nor its own softnet_stat "
+                              "charts, so it holds no receive-path evidence.".format(client.who))
     plan = NETDROPS_PLAN if mode == SOURCE_NETDROPS else STOCK_PLAN
     plan = plan + COMMON_PLAN
     if mode == SOURCE_STOCK and "cpu.softnet_stat" not in contexts:
@@ -81,8 +81,8 @@ def read_node(client, window_seconds, node_name=None):
     main = nd_charts.CTX_SOFTNET_DROPPED if mode == SOURCE_NETDROPS else (
         "cpu.softnet_stat" if "cpu.softnet_stat" in windows else SYSTEM_SOFTNET)
     if main not in windows or all(c.value is None for c in windows[main].columns):
-        raise MissingEvidence("Netdata at {0} has no {1} data in the last {2} s (is its collector "
-                              "running, or the node connected?).".format(client.where, main, window_seconds))
+        raise MissingEvidence("{0} has no {1} data in the last {2} s (is its collector "
+                              "running, or the node connected?).".format(client.who, main, window_seconds))
     label_context = nd_charts.CTX_IFACE_DROPS if mode == SOURCE_NETDROPS else "net.drops"
     labels = client.chart_labels(label_context) if label_context in contexts else {}
     try:

@@ -14,10 +14,11 @@ import urllib.parse
 import pytest
 
 from test_advisor_support import recorded, recorded_json
+from test_apply_support import Tree, advisor
 from netdrops_advisor import netdata_api, netdata_source
 from netdrops_advisor.errors import (MissingEvidence, NetdataFormatError, NetdataHTTPError, NetdataTimeout,
                                      NetdataUnreachable, UnknownNode)
-from netdrops_advisor.netdata_api import NetdataClient, parse_window
+from netdrops_advisor.netdata_api import NetdataClient, parse_version, parse_window
 from netdrops_advisor.report import build_report
 
 ADVISOR = [sys.executable, "-m", "netdrops_advisor.cli"]
@@ -261,6 +262,73 @@ def test_cli_missing_charts_and_json_error_report():
     doc = json.loads(out)
     assert doc["status"] == "error" and doc["exit_code"] == 2 and doc["error"] in err
     assert doc["findings"] == [] and doc["recommendations"] == []
+
+
+# -- old and new Netdata versions ------------------------------------------------------------
+
+def info_with_version(version):
+    """info_single as recorded, with another version: a synthetic answer, since 1.37.1 (Debian
+    12's) is the only Netdata these tests can run."""
+    rec = recorded("info_single")
+    doc = json.loads(rec["body"])
+    doc["version"] = version
+    return ("/api/v1/info", None), (200, rec["content_type"], json.dumps(doc))
+
+
+def test_version_texts_netdata_prints():
+    assert parse_version("v1.37.1") == (1, 37)
+    assert parse_version("v1.44.0-122-nightly") == (1, 44)
+    assert parse_version("2.0.3") == (2, 0)
+    assert parse_version("v1.9") == (1, 9)
+    assert parse_version("custom-build") is None
+
+
+@pytest.mark.parametrize("version, words", [("v1.30.1", "older than v1.37"), ("v1.9.0", "older than v1.37"),
+                                            ("v3.0.0", "newer than the Netdata versions")])
+def test_cli_a_netdata_too_old_or_too_new_is_refused_by_name(version, words):
+    routes = dict([info_with_version(version), route("contexts_netdrops")])
+    with Replay(routes) as server:
+        assert_one_sentence_exit_2(*run_advisor("--url", server.url), "Netdata " + version + " at", words,
+                                   "--source kernel")
+    assert server.seen == ["/api/v1/info"]  # nothing else asked of it
+
+
+def test_a_netdata_2_is_read_and_an_answer_in_another_shape_names_its_version():
+    """2.x still serves /api/v1: the recorded 1.37 answers under a 2.x version are diagnosed.
+    Were its /api/v1/data answer to lose chart_ids, the sentence says which Netdata sent what."""
+    body = recorded("data_cpu_softnet_stat_stock")
+    routes = dict([info_with_version("v2.1.0"), route("contexts_stock_only")])
+    routes[("/api/v1/data", None)] = (200, body["content_type"], body["body"])
+    with Replay(routes) as server:
+        code, out, err = run_advisor("--url", server.url)
+    assert code in (0, 1) and "Netdata v2.1.0" in out, (out, err)
+    reshaped = json.loads(body["body"])
+    del reshaped["chart_ids"]
+    routes[("/api/v1/data", None)] = (200, body["content_type"], json.dumps(reshaped))
+    with Replay(routes) as server:
+        assert_one_sentence_exit_2(*run_advisor("--url", server.url), "Netdata v2.1.0 at", "/api/v1/data",
+                                   "does not know", "chart_ids")
+
+
+def api_faults():
+    info = recorded("info_single")
+    return {
+        "HTTP 500": {("/api/v1/info", None): (500, "text/plain", "Internal server error (synthetic, not recorded)")},
+        "malformed JSON": {("/api/v1/info", None): (200, info["content_type"], info["body"][:300])},
+        "older than v1.37": dict([info_with_version("v1.30.1")]),
+        "shape the advisor does not know": dict([route("info_single"), route("contexts_stock_only"), (
+            ("/api/v1/data", None), (200, "application/json", json.dumps({"api": 2, "result": []})))]),
+    }
+
+
+@pytest.mark.parametrize("fault", sorted(api_faults()))
+def test_cli_apply_after_an_api_fault_changes_nothing(fault, tmp_path):
+    tree = Tree(tmp_path / "root")
+    before = tree.digest()
+    with Replay(api_faults()[fault]) as server:
+        code, out, err = advisor("--apply", "--yes", "--root", tree.root, "--source", "netdata", "--url", server.url)
+    assert_one_sentence_exit_2(code, out, err, fault)
+    assert tree.digest() == before  # no snapshot, no setting, no file written
 
 
 def test_cli_usage_errors_exit_2():
