@@ -51,10 +51,10 @@ class CacheEvictor:
 
 def last_level_cache_bytes(default=64 << 20):
     """Size of CPU 0's largest cache, from sysfs ("32768K"), or `default` when it says none."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     sizes = []
     for index in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*/size"):
         text = read_file(index).decode().strip()
-        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
         if text[-1:] in units and text[:-1].isdigit():
             sizes.append(int(text[:-1]) * units[text[-1]])
     return max(sizes, default=default)

@@ -49,6 +49,8 @@ def inner(ticks, memory_ticks):
                         "socket_files_ms": socket_s * 1e3, "bare_reads_ms": reads * 1e3,
                         "ratio_to_dump": tick / dump, "ratio_to_reads": tick / reads}
     del evictor, before  # its buffer is not the collector's memory
+    softnet.close()
+    socket_files.close()
     result["proc_net_dev_ms"] = cpu_times([lambda: read_file("/proc/net/dev")], ticks)[0] * 1e3
     wall_start = time.monotonic()
     rss_start = None
