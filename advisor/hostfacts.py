@@ -7,6 +7,7 @@ take text.
 """
 
 import os
+import re
 import subprocess
 
 from netdrops_collector import tuning
@@ -16,6 +17,11 @@ from . import udp_sockets
 from .evidence import HostFacts, SocketDrop
 
 FULL_UID_MAP = ("0", "0", "4294967295")
+# What the kernel writes (ASCII digits, 'a-b' ranges, commas), up to CONFIG_NR_CPUS's maximum of
+# 8192. Checked before expanding: int() alone takes '1_0', '+1' and non-ASCII digits, and a
+# garbled '0-99999999999' would be expanded into billions of ints.
+CPU_LIST_TEXT = re.compile(r"\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?)*", re.ASCII)
+MAX_CPUS = 8192
 
 
 def parse_cpu_list_file(text):
@@ -23,8 +29,12 @@ def parse_cpu_list_file(text):
     if text is None:
         return []
     text = text.strip()
-    if not text or text == "(null)":
+    if not text or text == "(null)" or not CPU_LIST_TEXT.fullmatch(text):
         return []
+    for part in text.split(","):
+        lo, _sep, hi = part.partition("-")
+        if int(hi or lo) >= MAX_CPUS or int(hi or lo) < int(lo):
+            return []   # more CPUs than a kernel can have, or a range backwards: garbled
     try:
         return parse_cpu_list(text)
     except ValueError:
@@ -42,9 +52,10 @@ def parse_kernel_hz(config_text):
     for line in config_text.splitlines():
         if line.startswith("CONFIG_HZ="):
             try:
-                return int(line.split("=", 1)[1])
+                hz = int(line.split("=", 1)[1])
             except ValueError:
                 return None
+            return hz if hz > 0 else None   # recommend.py divides by it
     return None
 
 

@@ -13,6 +13,7 @@ nulls (see tests/fixtures/netdata_api/data_aligned_window_before_history.json).
 
 import collections
 import json
+import math
 import re
 import socket
 import urllib.error
@@ -197,6 +198,10 @@ def normalize_url(url):
     if "://" not in url:
         url = "http://" + url
     parts = urllib.parse.urlsplit(url)
+    # http.client raises InvalidURL / UnicodeEncodeError, which the client does not expect, for
+    # spaces or control characters anywhere and for non-ASCII text in the path.
+    if any(c.isspace() or not c.isprintable() for c in url) or not parts.path.isascii():
+        raise ValueError("spaces, control or non-ASCII characters in {0!r}".format(url))
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("not an http(s) URL: {0!r}".format(url))
     try:
@@ -213,7 +218,11 @@ def decode_json(body):
         text = body.decode("utf-8")
     except UnicodeDecodeError as err:
         raise ValueError("not UTF-8: {0}".format(err))
-    return json.loads(text)
+    try:
+        return json.loads(text)
+    except RecursionError:
+        # json's decoder recurses per nesting level: '[' * 100000 would escape as a traceback
+        raise ValueError("nested too deeply")
 
 
 def _error_body(err):
@@ -243,19 +252,42 @@ def _require_dict(doc, what):
     return doc
 
 
+def _require_list(doc, what):
+    # A text or an object would also iterate (by character, by key) into records that look right.
+    if not isinstance(doc, list):
+        raise TypeError("{0} is a {1}, not a list".format(what, type(doc).__name__))
+    return doc
+
+
+def _text(value, what):
+    """Names and labels: the code after the parsers slices, hashes and lower()s them."""
+    if not isinstance(value, str):
+        raise TypeError("{0} {1!r} is not text".format(what, value))
+    return value
+
+
+def _int(value, what):
+    """int() of a JSON number or numeric text; 1e999 decodes to inf, whose int() raises
+    OverflowError, which is none of the errors the client turns into NetdataFormatError."""
+    try:
+        return int(value)
+    except OverflowError:
+        raise ValueError("{0} {1!r} is out of range".format(what, value))
+
+
 def parse_info(doc):
     doc = _require_dict(doc, "/api/v1/info")
     hosts = []
     statuses = doc.get("mirrored_hosts_status") or []
     by_name = {s.get("hostname"): s for s in statuses if isinstance(s, dict)}
-    for name in doc.get("mirrored_hosts") or []:
-        status = by_name.get(name, {})
+    for name in _require_list(doc.get("mirrored_hosts") or [], "mirrored_hosts"):
+        status = by_name.get(_text(name, "mirrored host"), {})   # --all-nodes asks for it by name
         hosts.append(MirroredHost(name, status.get("guid"), bool(status.get("reachable", True)),
-                                  int(status.get("hops", 0) or 0)))
+                                  _int(status.get("hops", 0) or 0, "hops")))
     cores = doc.get("cores_total")
     try:
         cores = int(cores) if cores not in (None, "") else None
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         cores = None
     version = doc["version"]
     if not isinstance(version, str):
@@ -279,42 +311,56 @@ def _number(value):
         raise TypeError("value {0!r} is not a number".format(value))
     if value != value:  # NaN
         return None
-    return float(value)
+    # 1e999 decodes to inf, and float() of a 400-digit integer raises OverflowError: neither is
+    # a value Netdata sends, and inf would pass on as a rate of infinite drops.
+    try:
+        value = float(value)
+    except OverflowError:
+        raise ValueError("value {0:.20}... is out of range".format(str(value)))
+    if math.isinf(value):
+        raise ValueError("value {0!r} is not finite".format(value))
+    return value
 
 
 def parse_window(doc, context, group):
     """A one-point jsonwrap answer of /api/v1/data -> Window (absolute values: Netdata shows
     outbound drops negated)."""
     doc = _require_dict(doc, "/api/v1/data")
-    chart_ids = doc["chart_ids"]
-    dim_ids = doc["dimension_ids"]
-    names = doc["dimension_names"]
-    latest = doc.get("latest_values") or [None] * len(dim_ids)
+    chart_ids = _require_list(doc["chart_ids"], "chart_ids")
+    dim_ids = _require_list(doc["dimension_ids"], "dimension_ids")
+    names = _require_list(doc["dimension_names"], "dimension_names")
+    latest = _require_list(doc.get("latest_values") or [None] * len(dim_ids), "latest_values")
     if not (len(chart_ids) == len(dim_ids) == len(names) == len(latest)):
         raise ValueError("chart_ids, dimension_ids, dimension_names and latest_values differ in length")
-    rows = _require_dict(doc["result"], "result")["data"]
+    rows = _require_list(_require_dict(doc["result"], "result")["data"], "result data")
     if len(rows) > 1:
         raise ValueError("{0} points where one was asked for".format(len(rows)))
-    row = rows[0][1:] if rows else [None] * len(dim_ids)
+    row = _require_list(rows[0], "the point")[1:] if rows else [None] * len(dim_ids)
     if len(row) != len(dim_ids):
         raise ValueError("{0} values for {1} dimensions".format(len(row), len(dim_ids)))
     columns = []
     for chart_id, dim_id, name, value, last in zip(chart_ids, dim_ids, names, row, latest):
         value = _number(value)
         last = _number(last)
-        columns.append(Column(chart_id, dim_id, name, abs(value) if value is not None else None,
+        columns.append(Column(_text(chart_id, "chart id"), _text(dim_id, "dimension id"),
+                              _text(name, "dimension name"), abs(value) if value is not None else None,
                               abs(last) if last is not None else None))
-    update_every = int(doc.get("update_every") or 1)
-    return Window(context=context, group=group, after=int(doc["after"]), before=int(doc["before"]),
-                  first_entry=int(doc.get("first_entry") or 0), last_entry=int(doc.get("last_entry") or 0),
+    update_every = _int(doc.get("update_every") or 1, "update_every")
+    return Window(context=context, group=group, after=_int(doc["after"], "after"),
+                  before=_int(doc["before"], "before"), first_entry=_int(doc.get("first_entry") or 0, "first_entry"),
+                  last_entry=_int(doc.get("last_entry") or 0, "last_entry"),
                   update_every=max(1, update_every), columns=columns)
 
 
 def parse_chart_labels(doc):
     """/api/v1/context?options=instances,labels -> {chart_id: {label: value}}."""
     charts = _require_dict(_require_dict(doc, "/api/v1/context").get("charts") or {}, "charts")
-    return {chart_id: dict(_require_dict(chart, chart_id).get("labels") or {})
-            for chart_id, chart in charts.items()}
+    out = {}
+    for chart_id, chart in charts.items():
+        # dict() would also take a list of pairs ['ab'] as {'a': 'b'}; label values are names
+        labels = _require_dict(_require_dict(chart, chart_id).get("labels") or {}, chart_id + " labels")
+        out[chart_id] = {key: _text(value, "label " + key) for key, value in labels.items()}
+    return out
 
 
 def parse_alarms(doc):
@@ -325,10 +371,22 @@ def parse_alarms(doc):
         if not isinstance(alarm, dict) or alarm.get("status") not in ("WARNING", "CRITICAL"):
             continue
         value = alarm.get("value")
-        out.append(Alarm(alarm.get("name"), alarm.get("chart"), alarm.get("status"),
-                         value if isinstance(value, (int, float)) else None,
-                         alarm.get("units"), alarm.get("info")))
+        # (True is an int, inf a float: neither is an alarm's value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
+            value = None
+        name, chart, units, info = (alarm.get(k) for k in ("name", "chart", "units", "info"))
+        for key, text in (("name", name), ("chart", chart), ("units", units), ("info", info)):
+            if text is not None:
+                _text(text, "alarm " + key)   # shown and lower()ed after parsing
+        out.append(Alarm(name, chart, alarm.get("status"), value, units, info))
     return sorted(out, key=lambda a: (a.status != "CRITICAL", a.name or ""))
+
+
+def _finite(number):
+    try:
+        return math.isfinite(number)
+    except OverflowError:   # an int beyond float
+        return False
 
 
 def is_no_metrics(error):

@@ -64,9 +64,34 @@ class FileState:
 
     @classmethod
     def from_dict(cls, doc):
-        data = doc.get("data_b64")
-        return cls(doc["path"], doc["exists"], None if data is None else base64.b64decode(data),
-                   doc.get("mode"), doc.get("uid"), doc.get("gid"))
+        # Checked because --rollback writes these back as they are (TypeError / ValueError for
+        # a snapshot damaged or edited by hand, which the state directory reports as one sentence).
+        path, exists, data = as_object(doc, "file entry")["path"], doc["exists"], doc.get("data_b64")
+        data = None if data is None else decode_b64(data, doc.get("sha256"))
+        numbers = [doc.get(k) for k in ("mode", "uid", "gid")]
+        if not (isinstance(path, str) and path.startswith("/") and isinstance(exists, bool)) or not all(
+                n is None or (isinstance(n, int) and not isinstance(n, bool)) for n in numbers):
+            raise TypeError("file entry {0!r}: path, exists, mode or owner of the wrong type".format(path))
+        if exists and (data is None or None in numbers):
+            raise ValueError("file entry {0!r}: its bytes, mode or owner are missing".format(path))
+        return cls(path, exists, data, *numbers)
+
+
+def as_object(doc, what):
+    if not isinstance(doc, dict):
+        raise TypeError("{0} is a {1}, not an object".format(what, type(doc).__name__))
+    return doc
+
+
+def decode_b64(text, digest):
+    """Bytes from the snapshot's base64 text, checked against their sha256 when it is given:
+    b64decode() alone skips what is not base64, so damaged text would restore other bytes."""
+    if not isinstance(text, str):
+        raise TypeError("base64 data is a {0}, not text".format(type(text).__name__))
+    data = base64.b64decode(text, validate=True)   # binascii.Error is a ValueError
+    if digest is not None and digest != sha256(data):
+        raise ValueError("bytes that do not match their sha256")
+    return data
 
 
 def sha256(data):
@@ -309,7 +334,7 @@ def _one_line(text):
 
 # udev matches: a device name is matched literally only when it holds no glob or quoting
 # characters (udev has no escape for '"' in older releases).
-SAFE_UDEV_NAME = re.compile(r"^[A-Za-z0-9_.@+%=-]+$")
+SAFE_UDEV_NAME = re.compile(r"^[A-Za-z0-9_.@+%=-]+\Z")   # ($ would let 'eth0\n' split the rule in two)
 
 
 def udev_match(device, kind):

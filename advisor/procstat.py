@@ -16,10 +16,13 @@ def parse_proc_stat(text):
         if not line.startswith("cpu") or line.startswith("cpu "):
             continue
         fields = line.split()
+        # only ASCII digits, as the kernel writes: int() alone also takes 'cpu+1', 'cpu1_0', '-5'
+        if not all(f.isascii() and f.isdigit() for f in [fields[0][3:]] + fields[1:9]):
+            continue
         try:
             cpu = int(fields[0][3:])
             values = [int(v) for v in fields[1:9]]
-        except ValueError:
+        except ValueError:   # more digits than int() takes
             continue
         values += [0] * (8 - len(values))
         idle = values[3] + values[4]

@@ -16,6 +16,7 @@ import base64
 import datetime
 import fcntl
 import json
+import math
 import os
 import socket
 from dataclasses import dataclass, field
@@ -54,7 +55,12 @@ class RuntimeEntry:
 
     @classmethod
     def from_dict(cls, doc):
-        return cls(**{k: doc.get(k, "") for k in cls.__dataclass_fields__})
+        entry = cls(**{k: persist.as_object(doc, "runtime entry").get(k, "") for k in cls.__dataclass_fields__})
+        # rollback writes `original` to `path` and compares texts: a number or list there would
+        # crash it halfway
+        if not all(isinstance(v, str) for v in entry.__dict__.values()) or not entry.path.startswith("/"):
+            raise TypeError("runtime entry {0!r}: not texts with an absolute path".format(entry.path))
+        return entry
 
 
 @dataclass
@@ -73,7 +79,11 @@ class FileEntry:
 
     @classmethod
     def from_dict(cls, doc):
-        return cls(FileState.from_dict(doc["original"]), base64.b64decode(doc["applied_b64"]), doc.get("purpose", ""))
+        doc = persist.as_object(doc, "file entry")
+        if not isinstance(doc.get("purpose", ""), str):
+            raise TypeError("file entry purpose is a {0}, not text".format(type(doc["purpose"]).__name__))
+        return cls(FileState.from_dict(doc["original"]), persist.decode_b64(doc["applied_b64"], doc.get("applied_sha256")),
+                   doc.get("purpose", ""))
 
 
 @dataclass
@@ -96,8 +106,17 @@ class Snapshot:
 
     @classmethod
     def from_dict(cls, doc):
-        if doc.get("schema") != SCHEMA:
+        if persist.as_object(doc, "the snapshot").get("schema") != SCHEMA:
             raise ValueError("schema is {0!r}, not {1!r}".format(doc.get("schema"), SCHEMA))
+        # What rollback, finishing a killed run and --verify use without looking: checked here so
+        # that a damaged snapshot is refused in one sentence instead of crashing them halfway.
+        if doc["status"] not in (APPLYING, APPLIED):
+            raise ValueError("status {0!r} is neither {1!r} nor {2!r}".format(doc["status"], APPLYING, APPLIED))
+        lists = [doc["runtime"], doc["files"], doc.get("dirs", []), doc.get("state_dirs", [])]
+        if not all(isinstance(items, list) for items in lists) or not all(
+                isinstance(d, str) and d.startswith("/") for d in lists[2] + lists[3]):
+            raise TypeError("runtime, files, dirs or state_dirs is not a list (of absolute paths)")
+        _check_verify(doc.get("verify"))
         return cls(status=doc["status"], host=doc.get("host", ""), created=doc.get("created", ""),
                    updated=doc.get("updated", ""), runtime=[RuntimeEntry.from_dict(e) for e in doc["runtime"]],
                    files=[FileEntry.from_dict(e) for e in doc["files"]], dirs=list(doc.get("dirs", [])),
@@ -139,6 +158,30 @@ class Snapshot:
         if verify is not None:
             snap.verify = verify
         return snap
+
+
+def _check_verify(verify):
+    """The drop rates before the change, as --verify reads them (verify.Metric.from_dict)."""
+    if verify is None:
+        return
+    rows = persist.as_object(verify, "verify").get("metrics", [])
+    if not isinstance(rows, list):
+        raise TypeError("verify metrics is a {0}, not a list".format(type(rows).__name__))
+    for row in rows:
+        row = persist.as_object(row, "verify metric")
+        cpu, device, before = row.get("cpu"), row.get("device"), row.get("before")
+        if not (isinstance(row["metric"], str) and isinstance(row["kind"], str)
+                and (cpu is None or (isinstance(cpu, int) and not isinstance(cpu, bool)))
+                and (device is None or isinstance(device, str))
+                and (before is None or _finite(before))):
+            raise TypeError("verify metric {0!r} of the wrong types".format(row["metric"]))
+
+
+def _finite(number):
+    try:
+        return isinstance(number, (int, float)) and not isinstance(number, bool) and math.isfinite(number)
+    except OverflowError:   # an int beyond float
+        return False
 
 
 class StateDir:
@@ -199,7 +242,7 @@ class StateDir:
             return None
         except PermissionError:
             raise StateError("Could not read {0}: permission denied (run as root).".format(self.real_file))
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, RecursionError) as err:   # ('[' * 5000 is too deep for json)
             raise StateError("The snapshot {0} cannot be read ({1}); inspect it, and remove it only if you "
                              "know what it held.".format(self.real_file, err))
         try:

@@ -10,6 +10,15 @@ import struct
 UdpSocket = collections.namedtuple("UdpSocket", "proto address port rx_queue inode drops")
 
 UDP_FILES = (("udp", "proc/net/udp"), ("udp6", "proc/net/udp6"))
+HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
+
+def _unsigned(text, base):
+    """Only what the kernel prints: int() alone also takes '-1', '+1', '1_0' and '0x10', which
+    would pass on as negative or wrong counts."""
+    if not text or not text.isascii() or not (text.isdigit() if base == 10 else set(text) <= HEX_DIGITS):
+        raise ValueError("not an unsigned number: {0!r}".format(text))
+    return int(text, base)
 
 
 def _address(hex_addr, proto):
@@ -31,9 +40,12 @@ def parse_proc_net_udp(text, proto="udp"):
             continue
         try:
             addr, port = fields[1].rsplit(":", 1)
-            rx_queue = int(fields[4].split(":")[1], 16)
-            out.append(UdpSocket(proto, _address(addr, proto), int(port, 16), rx_queue,
-                                 int(fields[9]), int(fields[12])))
+            port = _unsigned(port, 16)
+            if port > 0xFFFF:
+                continue
+            rx_queue = _unsigned(fields[4].split(":")[1], 16)
+            out.append(UdpSocket(proto, _address(addr, proto), port, rx_queue,
+                                 _unsigned(fields[9], 10), _unsigned(fields[12], 10)))
         except (ValueError, IndexError, struct.error, OSError):
             continue
     return out
