@@ -31,7 +31,7 @@ DEFAULT_URL = "http://127.0.0.1:19999"
 # shapes that parse and mean something else: it is refused, not guessed at.
 OLDEST_VERSION = (1, 37)
 FIRST_UNKNOWN_MAJOR = 3
-VERSION_RE = re.compile(r"v?(\d+)\.(\d+)")
+VERSION_RE = re.compile(r"v?(\d{1,6})\.(\d{1,6})(?!\d)", re.ASCII)  # bounded: int() of 5,000 digits raises
 
 # 1.37's answer to /host/<name>/... for a name it does not hold (HTTP 404, text/html).
 UNKNOWN_HOST_TEXT = "does not maintain a database for host"

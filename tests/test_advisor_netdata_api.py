@@ -281,6 +281,7 @@ def test_version_texts_netdata_prints():
     assert parse_version("2.0.3") == (2, 0)
     assert parse_version("v1.9") == (1, 9)
     assert parse_version("custom-build") is None
+    assert parse_version("v1." + "9" * 5000) is None  # not a version, and not a ValueError from int()
 
 
 @pytest.mark.parametrize("version, words", [("v1.30.1", "older than v1.37"), ("v1.9.0", "older than v1.37"),
