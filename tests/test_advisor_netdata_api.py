@@ -3,17 +3,15 @@
 and served over a real loopback HTTP server to the client and the command line; plus the
 failures no recording can hold (nothing listening, a server that never answers)."""
 
-import http.server
 import json
 import socket
 import subprocess
 import sys
-import threading
 import urllib.parse
 
 import pytest
 
-from test_advisor_support import recorded, recorded_json
+from test_advisor_support import Replay, recorded, recorded_json
 from test_apply_support import Tree, advisor
 from netdrops_advisor import netdata_api, netdata_source
 from netdrops_advisor.errors import (MissingEvidence, NetdataFormatError, NetdataHTTPError, NetdataTimeout,
@@ -22,46 +20,6 @@ from netdrops_advisor.netdata_api import NetdataClient, parse_version, parse_win
 from netdrops_advisor.report import build_report
 
 ADVISOR = [sys.executable, "-m", "netdrops_advisor.cli"]
-
-
-# -- a loopback server that replays recorded answers -------------------------------------------
-
-class Replay:
-    """Serves {(path, context or None): (status, content type, body)} on 127.0.0.1."""
-
-    def __init__(self, routes):
-        self.routes = routes
-        self.seen = []
-        replay = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                url = urllib.parse.urlsplit(self.path)
-                context = urllib.parse.parse_qs(url.query).get("context", [None])[0]
-                replay.seen.append(self.path)
-                status, ctype, body = replay.routes.get((url.path, context)) or replay.routes.get(
-                    (url.path, None), (404, "text/plain", "Unsupported v1 API command"))
-                data = body.encode("utf-8")
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = "http://127.0.0.1:{0}".format(self.server.server_address[1])
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def route(name, path=None, context=None):

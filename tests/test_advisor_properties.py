@@ -4,14 +4,12 @@ rules). Any input gives the parser's records or its own documented error, never 
 exception, and every record has the types the code after it relies on; well-formed input built
 from random values gives back exactly those values."""
 
-import http.server
 import ipaddress
 import json
 import math
 import os
 import string
 import struct
-import threading
 
 import pytest
 from hypothesis import example, given, settings, strategies as st
@@ -22,7 +20,7 @@ from netdrops_advisor.errors import (NetdataError, NetdataFormatError, NetdataHT
                                      NetdataUnreachable, NetdataVersionError, UnknownNode)
 from netdrops_advisor.netdata_api import Alarm, Column, ContextMeta, MirroredHost, NetdataClient, NodeInfo
 from netdrops_collector.tuning import format_cpu_mask
-from test_advisor_support import recorded_json
+from test_advisor_support import Replay, recorded_json
 
 u32 = st.integers(min_value=0, max_value=2 ** 32 - 1)
 u64 = st.integers(min_value=0, max_value=2 ** 64 - 1)
@@ -339,40 +337,13 @@ def test_api_parser_near_valid_document(name, data):
 
 # -- the same through a real NetdataClient and a loopback HTTP server ---------------------------
 
-class OneAnswer:
-    """A loopback HTTP server answering every GET with the current (status, body)."""
-
-    def __init__(self):
-        self.answer = (200, b"{}")
-        served = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                status, body = served.answer
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json" if status == 200 else "text/plain")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = "http://127.0.0.1:{0}".format(self.server.server_address[1])
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture(scope="module")
 def netdata():
-    server = OneAnswer()
-    yield server
-    server.close()
+    """One loopback server for the module, answering every request with its `answer`."""
+    server = Replay(lambda path, context: server.answer)
+    server.answer = (200, "application/json", b"{}")
+    with server:
+        yield server
 
 
 def check_sentence(err):
@@ -389,7 +360,7 @@ def test_client_gives_records_or_one_sentence(netdata, data):
     status = data.draw(st.sampled_from([200, 200, 200, 200, 404, 500]))
     body = data.draw(json_docs.map(encoded) | near_valid(valid).map(encoded) | valid.map(encoded)
                      | st.binary(max_size=200) | st.text(max_size=80).map(str.encode))
-    netdata.answer = (status, body)
+    netdata.answer = (status, "application/json" if status == 200 else "text/plain", body)
     try:
         records = ask(NetdataClient(netdata.url, timeout=5))
     except NetdataError as err:
@@ -410,7 +381,7 @@ def test_client_gives_records_or_one_sentence(netdata, data):
 def test_client_at_any_url_path_works_or_refuses_the_url(netdata, path):
     """What --url accepts, the client can ask; what it cannot ask is refused as a ValueError
     (the command line turns it into a usage error)."""
-    netdata.answer = (200, encoded(recorded_json("info_single")))
+    netdata.answer = (200, "application/json", encoded(recorded_json("info_single")))
     try:
         client = NetdataClient(netdata.url + "/" + path, timeout=5)
     except ValueError:

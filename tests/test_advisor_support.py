@@ -1,8 +1,12 @@
-"""Helpers for the advisor's tests (no tests here): recorded Netdata answers, and Evidence built
-from numbers (the diagnosis is a pure function of Evidence, so a case is just its numbers)."""
+"""Helpers for the advisor's tests (no tests here): recorded Netdata answers and a loopback
+server that serves them, and Evidence built from numbers (the diagnosis is a pure function of
+Evidence, so a case is just its numbers)."""
 
+import http.server
 import json
 import os
+import threading
+import urllib.parse
 
 from netdrops_advisor.evidence import CpuEvidence, Evidence, HostFacts, IfaceEvidence
 
@@ -17,6 +21,46 @@ def recorded(name):
 
 def recorded_json(name):
     return json.loads(recorded(name)["body"])
+
+
+class Replay:
+    """A loopback HTTP server (127.0.0.1, a free port) answering GETs with (status, content type,
+    body): from {(path, context or None): answer} (else 1.37's 404 for an unknown command), or
+    from a function (path, context) -> answer. Bodies are text or bytes."""
+
+    def __init__(self, routes):
+        self.answer_for = routes if callable(routes) else lambda path, context: routes.get(
+            (path, context)) or routes.get((path, None), (404, "text/plain", "Unsupported v1 API command"))
+        self.seen = []
+        replay = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                url = urllib.parse.urlsplit(self.path)
+                context = urllib.parse.parse_qs(url.query).get("context", [None])[0]
+                replay.seen.append(self.path)
+                status, ctype, body = replay.answer_for(url.path, context)
+                data = body.encode("utf-8") if isinstance(body, str) else body
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:{0}".format(self.server.server_address[1])
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
 
 
 DEFAULT_TUNING = {"netdev_max_backlog": 1000, "netdev_budget": 300, "netdev_budget_usecs": 8000,
