@@ -16,7 +16,6 @@ import argparse
 import gc
 import json
 import os
-import resource
 import sys
 import time
 
@@ -66,7 +65,6 @@ def inner(ticks, memory_ticks):
     result.update({
         "changed_per_tick": differing / max(memory_ticks, 1), "memory_ticks": memory_ticks,
         "rss_kib_at_100": rss_start, "rss_kib_at_end": rss_kib(), "memory_run_s": time.monotonic() - wall_start,
-        "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
     })
     print(json.dumps(result))
 
