@@ -22,6 +22,7 @@ import urllib.request
 
 from .errors import (NetdataFormatError, NetdataHTTPError, NetdataTimeout, NetdataUnreachable,
                      NetdataVersionError, UnknownNode)
+from .jsonshape import finite_number, require_dict, require_list
 
 DEFAULT_URL = "http://127.0.0.1:19999"
 
@@ -32,6 +33,10 @@ DEFAULT_URL = "http://127.0.0.1:19999"
 OLDEST_VERSION = (1, 37)
 FIRST_UNKNOWN_MAJOR = 3
 VERSION_RE = re.compile(r"v?(\d{1,6})\.(\d{1,6})(?!\d)", re.ASCII)  # bounded: int() of 5,000 digits raises
+
+# What a parse_* function raises for an answer of a shape it does not know; the client turns
+# exactly these into NetdataFormatError.
+PARSE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError)
 
 # 1.37's answer to /host/<name>/... for a name it does not hold (HTTP 404, text/html).
 UNKNOWN_HOST_TEXT = "does not maintain a database for host"
@@ -164,7 +169,7 @@ class NetdataClient:
         doc = self.get_json(path, params)
         try:
             return parser(doc, **kwargs)
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
+        except PARSE_ERRORS as err:
             raise NetdataFormatError("{0} answered {1} in a shape the advisor does not "
                                      "know ({2}: {3}).".format(self.who, path, type(err).__name__, err))
 
@@ -246,19 +251,6 @@ def _reason(reason):
 
 # -- parsers: decoded JSON -> records ----------------------------------------------------------
 
-def _require_dict(doc, what):
-    if not isinstance(doc, dict):
-        raise TypeError("{0} is a {1}, not an object".format(what, type(doc).__name__))
-    return doc
-
-
-def _require_list(doc, what):
-    # A text or an object would also iterate (by character, by key) into records that look right.
-    if not isinstance(doc, list):
-        raise TypeError("{0} is a {1}, not a list".format(what, type(doc).__name__))
-    return doc
-
-
 def _text(value, what):
     """Names and labels: the code after the parsers slices, hashes and lower()s them."""
     if not isinstance(value, str):
@@ -276,11 +268,11 @@ def _int(value, what):
 
 
 def parse_info(doc):
-    doc = _require_dict(doc, "/api/v1/info")
+    doc = require_dict(doc, "/api/v1/info")
     hosts = []
     statuses = doc.get("mirrored_hosts_status") or []
     by_name = {s.get("hostname"): s for s in statuses if isinstance(s, dict)}
-    for name in _require_list(doc.get("mirrored_hosts") or [], "mirrored_hosts"):
+    for name in require_list(doc.get("mirrored_hosts") or [], "mirrored_hosts"):
         status = by_name.get(_text(name, "mirrored host"), {})   # --all-nodes asks for it by name
         hosts.append(MirroredHost(name, status.get("guid"), bool(status.get("reachable", True)),
                                   _int(status.get("hops", 0) or 0, "hops")))
@@ -299,7 +291,7 @@ def parse_info(doc):
 
 def parse_contexts(doc):
     """/api/v1/contexts -> {context: ContextMeta}."""
-    contexts = _require_dict(_require_dict(doc, "/api/v1/contexts")["contexts"], "contexts")
+    contexts = require_dict(require_dict(doc, "/api/v1/contexts")["contexts"], "contexts")
     return {name: ContextMeta(meta.get("first_time_t"), meta.get("last_time_t"), bool(meta.get("collected")))
             for name, meta in contexts.items() if isinstance(meta, dict)}
 
@@ -325,17 +317,17 @@ def _number(value):
 def parse_window(doc, context, group):
     """A one-point jsonwrap answer of /api/v1/data -> Window (absolute values: Netdata shows
     outbound drops negated)."""
-    doc = _require_dict(doc, "/api/v1/data")
-    chart_ids = _require_list(doc["chart_ids"], "chart_ids")
-    dim_ids = _require_list(doc["dimension_ids"], "dimension_ids")
-    names = _require_list(doc["dimension_names"], "dimension_names")
-    latest = _require_list(doc.get("latest_values") or [None] * len(dim_ids), "latest_values")
+    doc = require_dict(doc, "/api/v1/data")
+    chart_ids = require_list(doc["chart_ids"], "chart_ids")
+    dim_ids = require_list(doc["dimension_ids"], "dimension_ids")
+    names = require_list(doc["dimension_names"], "dimension_names")
+    latest = require_list(doc.get("latest_values") or [None] * len(dim_ids), "latest_values")
     if not (len(chart_ids) == len(dim_ids) == len(names) == len(latest)):
         raise ValueError("chart_ids, dimension_ids, dimension_names and latest_values differ in length")
-    rows = _require_list(_require_dict(doc["result"], "result")["data"], "result data")
+    rows = require_list(require_dict(doc["result"], "result")["data"], "result data")
     if len(rows) > 1:
         raise ValueError("{0} points where one was asked for".format(len(rows)))
-    row = _require_list(rows[0], "the point")[1:] if rows else [None] * len(dim_ids)
+    row = require_list(rows[0], "the point")[1:] if rows else [None] * len(dim_ids)
     if len(row) != len(dim_ids):
         raise ValueError("{0} values for {1} dimensions".format(len(row), len(dim_ids)))
     columns = []
@@ -354,25 +346,24 @@ def parse_window(doc, context, group):
 
 def parse_chart_labels(doc):
     """/api/v1/context?options=instances,labels -> {chart_id: {label: value}}."""
-    charts = _require_dict(_require_dict(doc, "/api/v1/context").get("charts") or {}, "charts")
+    charts = require_dict(require_dict(doc, "/api/v1/context").get("charts") or {}, "charts")
     out = {}
     for chart_id, chart in charts.items():
         # dict() would also take a list of pairs ['ab'] as {'a': 'b'}; label values are names
-        labels = _require_dict(_require_dict(chart, chart_id).get("labels") or {}, chart_id + " labels")
+        labels = require_dict(require_dict(chart, chart_id).get("labels") or {}, chart_id + " labels")
         out[chart_id] = {key: _text(value, "label " + key) for key, value in labels.items()}
     return out
 
 
 def parse_alarms(doc):
     """/api/v1/alarms (raised ones) -> [Alarm], WARNING and CRITICAL only."""
-    alarms = _require_dict(_require_dict(doc, "/api/v1/alarms").get("alarms") or {}, "alarms")
+    alarms = require_dict(require_dict(doc, "/api/v1/alarms").get("alarms") or {}, "alarms")
     out = []
     for alarm in alarms.values():
         if not isinstance(alarm, dict) or alarm.get("status") not in ("WARNING", "CRITICAL"):
             continue
         value = alarm.get("value")
-        # (True is an int, inf a float: neither is an alarm's value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
+        if not finite_number(value):
             value = None
         name, chart, units, info = (alarm.get(k) for k in ("name", "chart", "units", "info"))
         for key, text in (("name", name), ("chart", chart), ("units", units), ("info", info)):
@@ -380,13 +371,6 @@ def parse_alarms(doc):
                 _text(text, "alarm " + key)   # shown and lower()ed after parsing
         out.append(Alarm(name, chart, alarm.get("status"), value, units, info))
     return sorted(out, key=lambda a: (a.status != "CRITICAL", a.name or ""))
-
-
-def _finite(number):
-    try:
-        return math.isfinite(number)
-    except OverflowError:   # an int beyond float
-        return False
 
 
 def is_no_metrics(error):

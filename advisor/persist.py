@@ -23,6 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import List, Optional
 
+from .jsonshape import require_dict
 from .render import SYSCTL_FILE as _ADVISOR_SYSCTL_FILE
 
 SYSCTL_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d",
@@ -66,7 +67,7 @@ class FileState:
     def from_dict(cls, doc):
         # Checked because --rollback writes these back as they are (TypeError / ValueError for
         # a snapshot damaged or edited by hand, which the state directory reports as one sentence).
-        path, exists, data = as_object(doc, "file entry")["path"], doc["exists"], doc.get("data_b64")
+        path, exists, data = require_dict(doc, "file entry")["path"], doc["exists"], doc.get("data_b64")
         data = None if data is None else decode_b64(data, doc.get("sha256"))
         numbers = [doc.get(k) for k in ("mode", "uid", "gid")]
         if not (isinstance(path, str) and path.startswith("/") and isinstance(exists, bool)) or not all(
@@ -75,12 +76,6 @@ class FileState:
         if exists and (data is None or None in numbers):
             raise ValueError("file entry {0!r}: its bytes, mode or owner are missing".format(path))
         return cls(path, exists, data, *numbers)
-
-
-def as_object(doc, what):
-    if not isinstance(doc, dict):
-        raise TypeError("{0} is a {1}, not an object".format(what, type(doc).__name__))
-    return doc
 
 
 def decode_b64(text, digest):

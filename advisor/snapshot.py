@@ -16,13 +16,13 @@ import base64
 import datetime
 import fcntl
 import json
-import math
 import os
 import socket
 from dataclasses import dataclass, field
 from typing import List, Optional
 
 from . import persist, settings
+from .jsonshape import finite_number, require_dict
 from .persist import FileState, PersistError
 from .settings import SettingError
 
@@ -55,7 +55,7 @@ class RuntimeEntry:
 
     @classmethod
     def from_dict(cls, doc):
-        entry = cls(**{k: persist.as_object(doc, "runtime entry").get(k, "") for k in cls.__dataclass_fields__})
+        entry = cls(**{k: require_dict(doc, "runtime entry").get(k, "") for k in cls.__dataclass_fields__})
         # rollback writes `original` to `path` and compares texts: a number or list there would
         # crash it halfway
         if not all(isinstance(v, str) for v in entry.__dict__.values()) or not entry.path.startswith("/"):
@@ -79,7 +79,7 @@ class FileEntry:
 
     @classmethod
     def from_dict(cls, doc):
-        doc = persist.as_object(doc, "file entry")
+        doc = require_dict(doc, "file entry")
         if not isinstance(doc.get("purpose", ""), str):
             raise TypeError("file entry purpose is a {0}, not text".format(type(doc["purpose"]).__name__))
         return cls(FileState.from_dict(doc["original"]), persist.decode_b64(doc["applied_b64"], doc.get("applied_sha256")),
@@ -106,7 +106,7 @@ class Snapshot:
 
     @classmethod
     def from_dict(cls, doc):
-        if persist.as_object(doc, "the snapshot").get("schema") != SCHEMA:
+        if require_dict(doc, "the snapshot").get("schema") != SCHEMA:
             raise ValueError("schema is {0!r}, not {1!r}".format(doc.get("schema"), SCHEMA))
         # What rollback, finishing a killed run and --verify use without looking: checked here so
         # that a damaged snapshot is refused in one sentence instead of crashing them halfway.
@@ -164,24 +164,17 @@ def _check_verify(verify):
     """The drop rates before the change, as --verify reads them (verify.Metric.from_dict)."""
     if verify is None:
         return
-    rows = persist.as_object(verify, "verify").get("metrics", [])
+    rows = require_dict(verify, "verify").get("metrics", [])
     if not isinstance(rows, list):
         raise TypeError("verify metrics is a {0}, not a list".format(type(rows).__name__))
     for row in rows:
-        row = persist.as_object(row, "verify metric")
+        row = require_dict(row, "verify metric")
         cpu, device, before = row.get("cpu"), row.get("device"), row.get("before")
         if not (isinstance(row["metric"], str) and isinstance(row["kind"], str)
                 and (cpu is None or (isinstance(cpu, int) and not isinstance(cpu, bool)))
                 and (device is None or isinstance(device, str))
-                and (before is None or _finite(before))):
+                and (before is None or finite_number(before))):
             raise TypeError("verify metric {0!r} of the wrong types".format(row["metric"]))
-
-
-def _finite(number):
-    try:
-        return isinstance(number, (int, float)) and not isinstance(number, bool) and math.isfinite(number)
-    except OverflowError:   # an int beyond float
-        return False
 
 
 class StateDir:
