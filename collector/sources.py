@@ -93,7 +93,12 @@ class NetlinkSource:
         return self.links.master_name(link)
 
     def take_added(self):
-        added, self.added = self.added, []
+        """Links that appeared since the last call and are still here. A link learned by one
+        read (an event, a lookup, a full re-read) can be gone by a later one before the core
+        takes it; reported anyway, it would be charted after its deletion and never obsoleted."""
+        by_index = self.links.by_index
+        added = [link for link in self.added if by_index.get(link.ifindex) is link]
+        self.added = []
         return added
 
 

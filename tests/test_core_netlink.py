@@ -72,3 +72,32 @@ def test_a_veth_gone_for_good_has_its_charts_obsoleted(namespace):
 def test_a_veth_that_lived_less_than_a_tick_is_never_charted(namespace):
     (tick,) = ticks(namespace, [[ADD, DELETE]])
     assert tick == {"created": [], "obsoleted": []}
+
+
+# The source alone: what it reports as added between two takes, over the real kernel.
+ADDED = textwrap.dedent("""
+    import json, subprocess, sys
+    from netdrops_collector.hostfs import HostFS
+    from netdrops_collector.sources import NetlinkSource
+
+    def ip(*argv):
+        subprocess.run(["ip"] + list(argv), check=True)
+
+    source = NetlinkSource(HostFS(""))
+    for step in json.loads(sys.argv[1]):
+        for command in step:
+            ip(*command)
+        source.read_changes()
+    print(json.dumps(sorted(link.name for link in source.take_added())))
+""")
+
+
+def test_links_added_and_gone_again_before_they_are_taken_are_not_reported(namespace):
+    """A link learned in one read and deleted by the next (as a link-event overflow's full
+    re-read can do between the core's takes) must not come back as added: the core would chart
+    an interface that no longer exists, and nothing would ever obsolete that chart."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    steps = [[ADD, ["link", "add", "ct2", "type", "veth", "peer", "name", "ct2p"]], [DELETE]]
+    out = subprocess.run(["ip", "netns", "exec", namespace, sys.executable, "-c", ADDED, json.dumps(steps)],
+                         check=True, capture_output=True, text=True, env=env).stdout
+    assert json.loads(out) == ["ct2", "ct2p", "lo"]  # lo from the first read, which is still here
