@@ -12,10 +12,10 @@ import signal
 import pytest
 
 from lab import DropLab, RPS_TARGET_CPU
-from netdatad import NETDATA_BIN, NetdataFactory
+from netdatad import AGENT_V2, NETDATA_BIN, NetdataFactory, install_v2
 
 LAB_FIXTURES = {"drop_lab", "drop_lab_factory"}
-NETDATA_FIXTURES = {"netdata_factory"}
+NETDATA_FIXTURES = {"netdata_factory", "netdata_v2_factory"}
 
 
 def _interrupt(signum, frame):
@@ -93,20 +93,39 @@ def pytest_runtest_makereport(item, call):
     setattr(item, "report_" + report.when, report)
 
 
-@pytest.fixture
-def netdata_factory(request):
-    """netdata_factory(name, **Netdata kwargs) -> a configured Netdata; call .start().
-    Also .parent_and_child(). Every instance is stopped afterwards; on failure the end of
-    each instance's error.log is printed into the report."""
-    if not os.access(NETDATA_BIN, os.X_OK):
-        unavailable("needs Debian's netdata ({0})".format(NETDATA_BIN))
-    if os.geteuid() != 0:
-        unavailable("needs root (Netdata drops privileges to user netdata)")
-    factory = NetdataFactory()
+def _factory(request, agent=None):
+    factory = NetdataFactory(agent)
     yield factory
     call = getattr(request.node, "report_call", None)
     if call is not None and call.failed:
         for nd in factory.instances:
-            print("---- {0}: end of error.log ----".format(nd.name))
-            print(nd.log_text()[-4000:])
+            for log in ("error.log", "daemon.log", "collector.log"):
+                text = nd.log_text(log)
+                if text:
+                    print("---- {0}: end of {1} ----".format(nd.name, log))
+                    print(text[-4000:])
     factory.close()
+
+
+@pytest.fixture
+def netdata_factory(request):
+    """netdata_factory(name, **Netdata kwargs) -> a configured Netdata 1.37; call .start().
+    Also .parent_and_child(). Every instance is stopped afterwards; on failure the end of
+    each instance's logs is printed into the report."""
+    if not os.access(NETDATA_BIN, os.X_OK):
+        unavailable("needs Debian's netdata ({0})".format(NETDATA_BIN))
+    if os.geteuid() != 0:
+        unavailable("needs root (Netdata drops privileges to user netdata)")
+    yield from _factory(request)
+
+
+@pytest.fixture
+def netdata_v2_factory(request):
+    """The same for the real Netdata v2.11 of ../shared/netdata-v2 (unpacked on first use). A
+    checkout without ../shared skips these tests, even in CI (which always has it)."""
+    if os.geteuid() != 0:
+        unavailable("needs root (Netdata drops privileges to user netdata)")
+    why = install_v2()
+    if why is not None:
+        pytest.skip(why)
+    yield from _factory(request, AGENT_V2)

@@ -1,4 +1,5 @@
-"""Netdata: a real Debian Netdata 1.37 daemon for tests, with its own directories.
+"""Netdata: a real Netdata daemon for tests, with its own directories: Debian's 1.37.1 (AGENT_137)
+or the v2.11 that ../shared/netdata-v2 unpacks into /opt/nd2 (AGENT_V2).
 
 Each instance lives in one directory (readable by the `netdata` user, which Netdata drops to):
 
@@ -10,6 +11,7 @@ Each instance lives in one directory (readable by the `netdata` user, which Netd
                     NETDATA_USER_PLUGINS_DIRS, space-separated; python.d.plugin then loads
                     user modules from `<each dir>/python.d/<name>.chart.py`
     cache/ lib/ log/ lock/   private, so two instances never share SQLite files
+    run/            v2 only: NETDATA_RUN_DIR (else every v2 shares /run/netdata's socket and pipe)
 
 Netdata 1.37 finds things like this (read from its binary, python.d.plugin and alarm-notify.sh):
 - `[directories] plugins = "/usr/lib/netdata/plugins.d" "DIR" ...`: entry 1 is the stock dir;
@@ -35,9 +37,55 @@ import urllib.parse
 import urllib.request
 import uuid
 
-NETDATA_BIN = "/usr/sbin/netdata"
-STOCK_PLUGINS_DIR = "/usr/lib/netdata/plugins.d"
 NETDATA_USER = "netdata"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ND2_DIR = os.path.join(os.path.dirname(REPO), "shared", "netdata-v2")  # ../shared beside the checkout
+
+
+class Agent:
+    """What differs between the Netdata agents the tests run."""
+
+    def __init__(self, name, version, binary, plugins_dir, pythond_dir, stock_config_dir, db):
+        self.name = name
+        self.version = version              # what `netdrops-collector install --netdata-version` takes
+        self.binary = binary
+        self.plugins_dir = plugins_dir      # the stock plugins.d (alarm-notify.sh, python.d.plugin)
+        self.pythond_dir = pythond_dir      # stock python.d modules and python_modules/bases
+        self.stock_config_dir = stock_config_dir
+        self.db = db                        # [db] keys for a RAM database
+
+    @property
+    def is_v2(self):
+        return self.version.startswith("2")
+
+    def command(self, config_path, port):
+        if self.is_v2:
+            # v2 binds where [web] says only if -i comes after -c with the port in it; -p first
+            # (read from v2.11's command line handling; otherwise it listens on 19999).
+            return [self.binary, "-D", "-p", str(port), "-c", config_path, "-i", "127.0.0.1:{0}".format(port)]
+        return [self.binary, "-D", "-c", config_path, "-p", str(port), "-i", "127.0.0.1"]
+
+
+AGENT_137 = Agent("Netdata 1.37.1 (Debian 12)", "1.37", "/usr/sbin/netdata", "/usr/lib/netdata/plugins.d",
+                  "/usr/lib/netdata/python.d", "/usr/lib/netdata/conf.d", {"mode": "ram"})
+ND2 = "/opt/nd2"
+AGENT_V2 = Agent("Netdata v2.11 (../shared/netdata-v2)", "2.11", ND2 + "/usr/sbin/netdata",
+                 ND2 + "/usr/libexec/netdata/plugins.d", ND2 + "/usr/libexec/netdata/python.d",
+                 ND2 + "/usr/lib/netdata/conf.d", {"db": "ram"})
+NETDATA_BIN = AGENT_137.binary
+
+
+def install_v2():
+    """Unpack ../shared/netdata-v2 into /opt/nd2 (`nd2 install`, a no-op once done). Returns why
+    there is no v2 to run (no ../shared beside this checkout), or None; raises if unpacking fails."""
+    nd2 = os.path.join(ND2_DIR, "nd2")
+    if not os.path.exists(nd2):
+        return "no {0}: the Netdata v2.11 tests need ../shared/netdata-v2 beside the checkout".format(ND2_DIR)
+    if not os.access(AGENT_V2.binary, os.X_OK):
+        done = subprocess.run(["bash", nd2, "install"], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise NetdataError("nd2 install failed: {0}".format((done.stderr or done.stdout).strip()[-500:]))
+    return None
 CLEAN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 # Fields alarm-notify.sh passes to custom_sender(), in the order written to the capture file.
@@ -56,9 +104,9 @@ def free_port():
         return s.getsockname()[1]
 
 
-def stock_plugins():
-    """Names ('apps', 'python.d', ...) of the external plugins the package ships."""
-    return sorted(name[:-len(".plugin")] for name in os.listdir(STOCK_PLUGINS_DIR)
+def stock_plugins(agent):
+    """Names ('apps', 'python.d', ...) of the external plugins the agent ships."""
+    return sorted(name[:-len(".plugin")] for name in os.listdir(agent.plugins_dir)
                   if name.endswith(".plugin"))
 
 
@@ -104,11 +152,13 @@ class Netdata:
     netdata_conf: {section: {key: value}} merged over the defaults below.
     stream_conf:  {section: {key: value}} written as stream.conf.
     notify:       capture alarm notifications; read them with notifications().
+    agent:        AGENT_137 (default) or AGENT_V2.
     """
 
     def __init__(self, root, name="netdata", hostname=None, plugins_dirs=(), health_dir=None,
                  pythond_modules=None, netdata_conf=None, stream_conf=None, notify=False,
-                 env=None):
+                 env=None, agent=None):
+        self.agent = agent or AGENT_137
         self.name = name
         self.hostname = hostname or name
         self.port = free_port()
@@ -120,6 +170,7 @@ class Netdata:
         self.log_dir = os.path.join(self.root, "log")
         self.lib_dir = os.path.join(self.root, "lib")
         self.cache_dir = os.path.join(self.root, "cache")
+        self.run_dir = os.path.join(self.root, "run")
         self.collector_lib_dir = os.path.join(self.root, "netdrops-lib")
         self.notifications_path = os.path.join(self.log_dir, "notifications.tsv")
         self.config_path = os.path.join(self.config_dir, "netdata.conf")
@@ -144,16 +195,16 @@ class Netdata:
         for path in (self.config_dir, self.health_dir, self.plugins_dir, self.pythond_dir,
                      self.collector_lib_dir):
             os.makedirs(path, 0o755, exist_ok=True)
-        for path in (self.log_dir, self.lib_dir, self.cache_dir, os.path.join(self.root, "lock")):
+        for path in (self.log_dir, self.lib_dir, self.cache_dir, self.run_dir, os.path.join(self.root, "lock")):
             os.makedirs(path, 0o755)
             give_to_netdata(path)
         # No anonymous statistics from tests (checked by the daemon and its scripts).
         open(os.path.join(self.config_dir, ".opt-out-from-anonymous-statistics"), "w").close()
 
     def _write_config(self, extra_plugins_dirs, pythond_modules, overrides):
-        plugins_dirs = [STOCK_PLUGINS_DIR, self.plugins_dir] + extra_plugins_dirs
+        plugins_dirs = [self.agent.plugins_dir, self.plugins_dir] + extra_plugins_dirs
         # Stock external plugins off (python.d only when asked): faster start, quieter log.
-        plugins = {name: "no" for name in stock_plugins()}
+        plugins = {name: "no" for name in stock_plugins(self.agent)}
         plugins.update({
             "python.d": "yes" if pythond_modules is not None else "no",
             "apps": "no", "ebpf": "no", "go.d": "no", "cgroups": "no", "tc": "no",
@@ -163,7 +214,7 @@ class Netdata:
         })
         sections = {
             "global": {"run as user": NETDATA_USER, "hostname": self.hostname},
-            "db": {"mode": "ram", "update every": "1"},
+            "db": dict(self.agent.db, **{"update every": "1"}),
             "directories": {
                 "config": self.config_dir,
                 "health config": self.health_dir,
@@ -222,10 +273,12 @@ class Netdata:
         return ["--plugins-dir", self.plugins_dir, "--pythond-dir", self.pythond_dir,
                 "--config-dir", self.config_dir, "--lib-dir", self.collector_lib_dir]
 
-    def install_netdrops(self, mode="plugin"):
-        """`netdrops-collector install` into this instance, as a user would run it."""
-        subprocess.run(["netdrops-collector", "install", "--mode", mode] + self.install_args(),
-                       check=True, capture_output=True, text=True)
+    def install_netdrops(self, mode="plugin", extra_args=()):
+        """`netdrops-collector install` into this instance, as a user would run it (naming the
+        agent's version: the directories of a test instance do not lead to its binary)."""
+        return subprocess.run(["netdrops-collector", "install", "--mode", mode,
+                               "--netdata-version", self.agent.version] + self.install_args() + list(extra_args),
+                              check=True, capture_output=True, text=True)
 
     # -- running ---------------------------------------------------------------------------
 
@@ -237,13 +290,13 @@ class Netdata:
         return False
 
     def start(self, timeout=60):
-        env = {"PATH": CLEAN_PATH, "DO_NOT_TRACK": "1", "LC_ALL": "C.UTF-8"}
+        env = {"PATH": CLEAN_PATH, "DO_NOT_TRACK": "1", "DISABLE_TELEMETRY": "1", "LC_ALL": "C.UTF-8",
+               "NETDATA_RUN_DIR": self.run_dir}
         env.update(self.extra_env)
         with open(os.path.join(self.log_dir, "stdout.log"), "ab") as out:
             # Own session: stop() can end every process it spawned, and only those.
             self.proc = subprocess.Popen(
-                [NETDATA_BIN, "-D", "-c", self.config_path,
-                 "-p", str(self.port), "-i", "127.0.0.1"],
+                self.agent.command(self.config_path, self.port),
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
                 cwd=self.root, start_new_session=True)
         try:
@@ -382,15 +435,18 @@ def _write_executable(path, text):
 
 
 class NetdataFactory:
-    """Makes Netdata instances under one private temp dir; close() stops them all."""
+    """Makes Netdata instances (of one agent, unless told) under one private temp dir; close()
+    stops them all."""
 
-    def __init__(self):
+    def __init__(self, agent=None):
+        self.agent = agent or AGENT_137
         self.root = tempfile.mkdtemp(prefix="netdrops-nd-")
         os.chmod(self.root, 0o755)  # the netdata user must reach the instance dirs
         self.instances = []
 
     def __call__(self, name="netdata", **kwargs):
         """A configured, not yet started Netdata (see Netdata's arguments)."""
+        kwargs.setdefault("agent", self.agent)
         nd = Netdata(self.root, name=name, **kwargs)
         self.instances.append(nd)
         return nd
