@@ -18,6 +18,12 @@ def add_dir_options(parser):
     parser.add_argument("--lib-dir", metavar="DIR", help="where the collector package is copied")
 
 
+def add_docker_option(parser):
+    parser.add_argument("--docker", action="store_true",
+                        help="the official netdata/netdata image: everything under its /etc/netdata volume, "
+                             "whose host directory --config-dir names (default /etc/netdata)")
+
+
 def dirs_of(args):
     return {k: getattr(args, k) for k in DIR_OPTIONS}
 
@@ -33,17 +39,21 @@ def main(argv=None):
     p_install = sub.add_parser("install", help="install the collector, its configuration and alarms into Netdata")
     p_install.add_argument("--netdata", metavar="DIR",
                            help="Netdata installation root to use (default: detect /, /opt/netdata)")
-    p_install.add_argument("--mode", choices=("auto", "python.d", "plugin"), default="auto",
-                           help="python.d module or external plugin (auto: python.d where Netdata has it)")
+    p_install.add_argument("--mode", choices=("auto", "python.d", "plugin", "openmetrics"), default="auto",
+                           help="python.d module or external plugin (auto: python.d where Netdata has it, "
+                                "the plugin with --docker); openmetrics: only the alarms for go.d's "
+                                "prometheus job of `netdrops-collector openmetrics`, and the job to add")
     p_install.add_argument("--no-health", action="store_true", help="do not install the alarms")
     p_install.add_argument("--netdata-version", metavar="X.Y",
                            help="the Netdata version the alarms are for (default: asked from the netdata binary)")
     p_install.add_argument("--dry-run", action="store_true", help="print what would be written, change nothing")
+    add_docker_option(p_install)
     add_dir_options(p_install)
 
     p_uninstall = sub.add_parser("uninstall", help="remove exactly what install put there")
     p_uninstall.add_argument("--netdata", metavar="DIR", help="Netdata installation root")
     p_uninstall.add_argument("--dry-run", action="store_true", help="print what would be removed")
+    add_docker_option(p_uninstall)
     add_dir_options(p_uninstall)
 
     p_plugin = sub.add_parser("plugin", help="run the external plugin, writing Netdata's protocol to stdout")
@@ -68,8 +78,8 @@ def main(argv=None):
         try:
             if args.command == "install":
                 return install.install(args.netdata, args.mode, not args.no_health, args.dry_run,
-                                       args.netdata_version, **dirs_of(args))
-            return install.uninstall(args.netdata, args.dry_run, **dirs_of(args))
+                                       args.netdata_version, args.docker, **dirs_of(args))
+            return install.uninstall(args.netdata, args.dry_run, args.docker, **dirs_of(args))
         except (install.InstallError, OSError) as error:
             print("netdrops-collector: {0}".format(error), file=sys.stderr)
             return 2

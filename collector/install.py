@@ -6,6 +6,12 @@ the plugin's Netdata Function, the advisor's) is copied into a directory of Netd
 the python.d module or plugin launcher is written with that directory on its path. Every file
 written is listed in a manifest beside the package; a configuration file the user already has is
 left as it is.
+
+Netdata in Docker (`--docker`): the official image keeps only /etc/netdata, /var/lib/netdata and
+/var/cache/netdata across a re-created container, so everything goes under the config volume
+(plugin in custom-plugins.d, library in netdrops/), launchers find the library relative to
+themselves, and the manifest names files relative to the volume, which the host and the
+container mount at different paths.
 """
 
 import hashlib
@@ -22,7 +28,14 @@ import netdrops_collector
 log = logging.getLogger("netdrops")
 
 MANIFEST = "install-manifest.json"
-NETDATA_PYTHON = "/usr/bin/python3"
+NETDATA_PYTHON = "/usr/bin/python3"  # Debian's and the official Docker image's python3
+DOCKER_CONFIG_DIR = "/etc/netdata"   # the image's config volume, as the container sees it
+HEALTH_FILE = "netdrops.conf"                    # in health.d, for our charts (1.37 or v2 syntax)
+OPENMETRICS_HEALTH_FILE = "netdrops-openmetrics.conf"  # in health.d, for go.d's prometheus contexts
+# Where a user's 1.37 alarm file goes on an upgrade to v2: Netdata loads only health.d/*.conf
+# (checked on the real v2.11: a file of this name beside it is not read).
+MOVED_137_SUFFIX = ".1.37-edited"
+MODES = ("python.d", "plugin", "openmetrics")
 
 # (plugins.d, python.d, user config, our library) relative to a root, most common first.
 KNOWN_LAYOUTS = (
@@ -38,13 +51,14 @@ class InstallError(Exception):
 
 
 class Layout:
-    def __init__(self, plugins_dir, pythond_dir, config_dir, lib_dir, pythond_named=False):
+    def __init__(self, plugins_dir, pythond_dir, config_dir, lib_dir, pythond_named=False, docker=False):
         self.netdata_version = None  # (major, minor) when named by the user
         self.plugins_dir = plugins_dir
         self.pythond_dir = pythond_dir
         self.config_dir = config_dir
         self.lib_dir = lib_dir
         self.pythond_named = pythond_named
+        self.docker = docker  # all under config_dir, paths relative to it (see the module's docstring)
 
     @property
     def has_pythond(self):
@@ -73,6 +87,33 @@ def detect(root=None, plugins_dir=None, pythond_dir=None, config_dir=None, lib_d
                               lib_dir or os.path.join(base, rel_lib),
                               pythond_named=bool(pythond_dir))
     raise InstallError("no Netdata installation found under {0}; name it with --netdata".format(" or ".join(roots)))
+
+
+def docker_layout(config_dir=None):
+    """The official image's layout, under the host directory of its /etc/netdata volume.
+
+    Checked on the real v2.11: its default `[directories] plugins` is the stock plugins.d and
+    CONFIG/custom-plugins.d; every directory after the first is passed to plugins as
+    NETDATA_USER_PLUGINS_DIRS, and python.d.plugin loads user modules from `<each>/python.d`.
+    """
+    config = os.path.abspath(config_dir or DOCKER_CONFIG_DIR)
+    if not os.path.isdir(config):
+        raise InstallError("{0} is not a directory: with --docker, --config-dir names the host directory "
+                           "of the container's /etc/netdata volume (docker volume inspect --format "
+                           "'{{{{.Mountpoint}}}}' netdataconfig)".format(config))
+    plugins = os.path.join(config, "custom-plugins.d")
+    return Layout(plugins, os.path.join(plugins, "python.d"), config, os.path.join(config, "netdrops"),
+                  pythond_named=True, docker=True)
+
+
+def find_layout(root=None, docker=False, **dirs):
+    if not docker:
+        return detect(root, **dirs)
+    others = [name for name in ("plugins_dir", "pythond_dir", "lib_dir") if dirs.get(name)]
+    if root or others:
+        raise InstallError("--docker puts everything under --config-dir; it takes no --netdata, --plugins-dir, "
+                           "--pythond-dir or --lib-dir")
+    return docker_layout(dirs.get("config_dir"))
 
 
 def package_dir():
@@ -122,17 +163,29 @@ def read_bytes(path):
         return f.read()
 
 
-def path_line(lib_dir):
-    return "import sys; sys.path.insert(0, {0!r})  # written by netdrops-collector install\n".format(lib_dir)
+def path_line(lib_dir, relative_to=None):
+    """The launcher's first line: the library on sys.path, by absolute path, or (relative_to: the
+    launcher's directory) relative to the launcher's own location, so that the line holds wherever
+    a Docker volume is mounted."""
+    if relative_to is None:
+        return "import sys; sys.path.insert(0, {0!r})  # written by netdrops-collector install\n".format(lib_dir)
+    rel = os.path.relpath(lib_dir, relative_to)
+    return ("import os, sys; sys.path.insert(0, os.path.normpath(os.path.join(os.path.dirname("
+            "os.path.realpath(__file__)), {0!r})))  # written by netdrops-collector install\n").format(rel)
 
 
-def plugin_launcher(lib_dir, python=NETDATA_PYTHON):
+def launcher_path_line(layout, dest):
+    return path_line(layout.lib_dir, os.path.dirname(dest) if layout.docker else None)
+
+
+def plugin_launcher(lib_dir, python=NETDATA_PYTHON, first_line=None):
     return ("#!{0}\n# netdrops.plugin: Netdata external plugin for receive-path drops.\n{1}"
-            "from netdrops_collector.plugin import main\n\nsys.exit(main())\n").format(python, path_line(lib_dir))
+            "from netdrops_collector.plugin import main\n\nsys.exit(main())\n").format(
+                python, first_line or path_line(lib_dir))
 
 
-def planned_files(layout, mode, health):
-    """[(destination, bytes, file mode, is_config)] for an install in `mode`."""
+def package_files(layout, mode):
+    """The collector's package (and, for the plugin's Netdata Function, the advisor's) in LIB."""
     files = []
     src = package_dir()
     for name in sorted(os.listdir(src)):
@@ -144,24 +197,65 @@ def planned_files(layout, mode, health):
         if name.endswith(".py"):  # the plugin's Function runs the advisor in Netdata's interpreter
             files.append((os.path.join(layout.lib_dir, "netdrops_advisor", name),
                           read_bytes(os.path.join(advisor, name)), 0o644, False))
-    if mode == "python.d":
-        module = read_bytes(data_file("pythond", "netdrops.chart.py"))
-        files.append((os.path.join(layout.pythond_dir, "netdrops.chart.py"),
-                      path_line(layout.lib_dir).encode() + module, 0o644, False))
-        files.append((os.path.join(layout.config_dir, "python.d", "netdrops.conf"),
-                      read_bytes(data_file("netdata_conf", "python.d", "netdrops.conf")), 0o644, True))
-    else:
-        files.append((os.path.join(layout.plugins_dir, "netdrops.plugin"),
-                      plugin_launcher(layout.lib_dir).encode(), 0o755, False))
-        files.append((os.path.join(layout.config_dir, "netdrops.conf"),
-                      read_bytes(data_file("netdata_conf", "netdrops.conf")), 0o644, True))
-    if health:
-        # 1.37 filters interfaces with `families:` and names CPUs with `foreach`; 1.38+ and v2
-        # ignore `families:` (every interface would alarm) and have no `foreach`: another file.
-        source = ("netdrops.conf",) if health_syntax(layout) == "1.37" else ("v2", "netdrops.conf")
-        files.append((os.path.join(layout.config_dir, "health.d", "netdrops.conf"),
-                      read_bytes(data_file("netdata_health", *source)), 0o644, True))
     return files
+
+
+def front_end_files(layout, mode):
+    if mode == "python.d":
+        dest = os.path.join(layout.pythond_dir, "netdrops.chart.py")
+        module = read_bytes(data_file("pythond", "netdrops.chart.py"))
+        return [(dest, launcher_path_line(layout, dest).encode() + module, 0o644, False),
+                (os.path.join(layout.config_dir, "python.d", "netdrops.conf"),
+                 read_bytes(data_file("netdata_conf", "python.d", "netdrops.conf")), 0o644, True)]
+    dest = os.path.join(layout.plugins_dir, "netdrops.plugin")
+    return [(dest, plugin_launcher(layout.lib_dir, first_line=launcher_path_line(layout, dest)).encode(), 0o755, False),
+            (os.path.join(layout.config_dir, "netdrops.conf"),
+             read_bytes(data_file("netdata_conf", "netdrops.conf")), 0o644, True)]
+
+
+def health_file(layout, mode, syntax):
+    """(destination, bytes) of the alarms for `mode` on a Netdata of `syntax` ('1.37' or 'v2')."""
+    if mode == "openmetrics":
+        # go.d's prometheus contexts exist on v2 nodes; the file is in 1.38+ syntax only.
+        if syntax == "1.37":
+            raise InstallError("the OpenMetrics alarms (go.d's prometheus contexts) are for Netdata 1.38 "
+                               "and later; this Netdata is older")
+        return (os.path.join(layout.config_dir, "health.d", OPENMETRICS_HEALTH_FILE),
+                read_bytes(data_file("netdata_health", "v2", OPENMETRICS_HEALTH_FILE)))
+    # 1.37 filters interfaces with `families:` and names CPUs with `foreach`; 1.38+ and v2
+    # ignore `families:` (every interface would alarm) and have no `foreach`: another file.
+    source = (HEALTH_FILE,) if syntax == "1.37" else ("v2", HEALTH_FILE)
+    return (os.path.join(layout.config_dir, "health.d", HEALTH_FILE), read_bytes(data_file("netdata_health", *source)))
+
+
+def planned_files(layout, mode, health, syntax=None):
+    """[(destination, bytes, file mode, is_config)] for an install in `mode`."""
+    files = []
+    if mode != "openmetrics":  # an OpenMetrics node runs the exporter and go.d: no plugin here
+        files = package_files(layout, mode) + front_end_files(layout, mode)
+    if health:
+        dest, data = health_file(layout, mode, syntax or health_syntax(layout))
+        files.append((dest, data, 0o644, True))
+    return files
+
+
+SYNTAX_137 = re.compile(rb"^[ \t]*(families|foreach)[ \t]*:", re.MULTILINE)
+
+
+def has_137_syntax(data):
+    """True for an alarm file that only Netdata 1.37 reads right: v2 skips `families:` silently
+    (the alarm then covers every interface) and drops `foreach` (checked on the real v2.11: it
+    logs "unknown keyword 'foreach'" and keeps one alarm over all CPUs)."""
+    return SYNTAX_137.search(data) is not None
+
+
+def moved_aside_name(path):
+    """A name beside `path` that Netdata does not load and that holds nothing yet."""
+    candidate, n = path + MOVED_137_SUFFIX, 1
+    while os.path.lexists(candidate):
+        n += 1
+        candidate = "{0}{1}.{2}".format(path, MOVED_137_SUFFIX, n)
+    return candidate
 
 
 def parse_netdata_version(text):
@@ -170,19 +264,38 @@ def parse_netdata_version(text):
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
+BINARY_PLACES = ("usr/sbin/netdata", "usr/bin/netdata", "sbin/netdata", "bin/netdata")
+
+
+def layout_binaries(layout):
+    """Where the netdata binary of this layout may be, nearest first: below each ancestor of its
+    plugins and config directories (/usr/lib/netdata/plugins.d -> /usr/sbin/netdata;
+    /opt/netdata/usr/libexec/netdata/plugins.d -> /opt/netdata/bin/netdata;
+    /opt/nd2/etc/netdata -> /opt/nd2/usr/sbin/netdata); python.d and lib may be defaults of the
+    system's layout, so they do not count. '/' itself is left to netdata_binaries,
+    so that a layout elsewhere never takes the system's Netdata for its own."""
+    found = []
+    for d in (layout.plugins_dir, layout.config_dir):
+        d = os.path.abspath(d)
+        while os.path.dirname(d) != d:
+            d = os.path.dirname(d)
+            if d == "/":
+                break
+            found.extend(os.path.join(d, place) for place in BINARY_PLACES if os.path.join(d, place) not in found)
+    return found
+
+
 def netdata_binaries(layout):
-    """Where the netdata binary may be: beside the layout (/usr/lib/netdata/plugins.d ->
-    /usr/sbin/netdata; /opt/netdata/usr/libexec/netdata/plugins.d -> /opt/netdata/bin/netdata),
-    then on PATH (plugin directories named one by one belong to the system's Netdata)."""
-    usr = os.path.dirname(os.path.dirname(os.path.dirname(layout.plugins_dir.rstrip("/"))))
-    found = [os.path.join(usr, "sbin/netdata"), os.path.join(usr, "bin/netdata"),
-             os.path.join(os.path.dirname(usr), "bin/netdata")]
+    """The layout's own binaries, then the system's (/usr/sbin, then PATH)."""
+    system = [os.path.join("/", place) for place in BINARY_PLACES[:2]]
     on_path = shutil.which("netdata", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
-    return found + ([on_path] if on_path else [])
+    return layout_binaries(layout) + system + ([on_path] if on_path else [])
 
 
-def netdata_version(layout):
-    """The version of the netdata binary of this layout, asked with `netdata -v`."""
+def find_netdata_version(layout):
+    """(version, binary, beside_layout) from the first netdata binary that answers `netdata -v`,
+    or (None, None, False)."""
+    beside = set(layout_binaries(layout))
     for binary in netdata_binaries(layout):
         if os.access(binary, os.X_OK):
             try:
@@ -191,17 +304,53 @@ def netdata_version(layout):
                 continue
             version = parse_netdata_version(out.stdout + out.stderr)
             if version:
-                return version
-    return None
+                return version, binary, binary in beside
+    return None, None, False
+
+
+def netdata_version(layout):
+    """The version of the netdata binary of this layout, asked with `netdata -v`."""
+    return find_netdata_version(layout)[0]
 
 
 def health_syntax(layout):
-    version = layout.netdata_version or netdata_version(layout)
-    if version is None:
-        log.info("could not tell the Netdata version; installing the alarms for Netdata 1.38 and later "
-                 "(use --netdata-version 1.37 for older)")
+    """'1.37' or 'v2', saying in the log which Netdata version it is for and how it was found."""
+    version = layout.netdata_version
+    if version is not None:
+        log.info("alarms for Netdata %d.%d (--netdata-version)", *version)
+    elif layout.docker:
+        # The host's netdata (if any) is not the container's; the image has been v2 since 2024.
+        log.info("alarms for Netdata 1.38 and later, v2 included (--docker; "
+                 "use --netdata-version for an image older than 1.38)")
         return "v2"
+    else:
+        version, binary, beside = find_netdata_version(layout)
+        if version is None:
+            log.info("could not tell the Netdata version; installing the alarms for Netdata 1.38 and later "
+                     "(use --netdata-version 1.37 for older)")
+            return "v2"
+        if beside:
+            log.info("alarms for Netdata %d.%d (%s -v, beside the directories)", version[0], version[1], binary)
+        else:
+            log.warning("alarms for Netdata %d.%d (%s -v, the system's: no netdata binary beside the directories "
+                        "named; use --netdata-version if they belong to another Netdata)",
+                        version[0], version[1], binary)
     return "1.37" if version < (1, 38) else "v2"
+
+
+# A Docker install's manifest names its files relative to the config volume ("relative_to":
+# "config_dir"): the host sees the volume at /var/lib/docker/volumes/..., the container at
+# /etc/netdata, and either may run uninstall. Other manifests (and today's main's) hold absolute paths.
+PATH_KEYS = ("files", "dirs")
+
+
+def _rebase_manifest(manifest, convert):
+    out = dict(manifest)
+    for key in PATH_KEYS:
+        out[key] = [convert(p) for p in manifest.get(key, [])]
+    out["hashes"] = {convert(p): h for p, h in manifest.get("hashes", {}).items()}
+    out["moved_aside"] = {convert(a): convert(o) for a, o in manifest.get("moved_aside", {}).items()}
+    return out
 
 
 def load_manifest(layout):
@@ -213,9 +362,20 @@ def load_manifest(layout):
         return None
     except (OSError, ValueError) as error:
         raise InstallError("cannot read {0}: {1}".format(path, error))
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list) \
+            or not isinstance(manifest.get("hashes", {}), dict) or not isinstance(manifest.get("moved_aside", {}), dict):
         raise InstallError("{0} is not an install manifest".format(path))
+    if manifest.get("relative_to") == "config_dir":
+        manifest = _rebase_manifest(manifest, lambda p: os.path.normpath(os.path.join(layout.config_dir, p)))
     return manifest
+
+
+def save_manifest(layout, mode, files, dirs, hashes, moved_aside):
+    manifest = {"mode": mode, "files": files, "dirs": dirs, "hashes": hashes, "moved_aside": moved_aside}
+    if layout.docker:
+        manifest = _rebase_manifest(manifest, lambda p: os.path.relpath(p, layout.config_dir))
+        manifest["relative_to"] = "config_dir"
+    write_atomic(os.path.join(layout.lib_dir, MANIFEST), json.dumps(manifest, indent=1).encode())
 
 
 def missing_dirs(path):
@@ -254,43 +414,77 @@ def edited_since_install(path, manifest):
         return False
 
 
-def install(root=None, mode="auto", health=True, dry_run=False, netdata_version=None, **dirs):
-    layout = detect(root, **dirs)
+def resolve_mode(layout, mode):
+    if mode == "auto":
+        # In Docker python.d is v2's legacy plugin and the image cannot be looked into from the host.
+        return "plugin" if layout.docker or not layout.has_pythond else "python.d"
+    if mode == "python.d" and not layout.has_pythond:
+        raise InstallError("this Netdata has no python.d.plugin (in {0}); use --mode plugin".format(layout.plugins_dir))
+    return mode
+
+
+def plan_install(layout, planned, previous, syntax):
+    """(files to write [(dest, bytes, mode)], 1.37 alarm files to move aside [(path, new name)]),
+    leaving the user's configuration alone except a 1.37 alarm file on a v2 Netdata."""
+    owned = set(previous["files"])
+    plan, moves = [], []
+    for dest, data, fmode, is_config in planned:
+        exists = os.path.exists(dest)
+        theirs = is_config and exists and (dest not in owned or edited_since_install(dest, previous))
+        if theirs and syntax == "v2" and os.path.basename(dest) == HEALTH_FILE and has_137_syntax(read_bytes(dest)):
+            moves.append((dest, moved_aside_name(dest)))
+        elif theirs:
+            why = "edited since netdrops installed it" if dest in owned else "already there, not ours"
+            log.info("keeping %s (%s)", dest, why)
+            continue
+        elif dest in owned and exists and read_bytes(dest) == data:
+            continue
+        plan.append((dest, data, fmode))
+    return plan, moves
+
+
+def move_aside(path, new_name):
+    """The user's file under new_name (a hard link first: never a moment without it, never over
+    another file), before ours replaces it."""
+    os.link(path, new_name)
+    log.warning("moved your Netdata 1.37 alarm file %s to %s (Netdata v2 would ignore its `families:` "
+                "and `foreach`); installed the v2 alarms in its place: carry your edits over to it", path, new_name)
+
+
+def install(root=None, mode="auto", health=True, dry_run=False, netdata_version=None, docker=False, **dirs):
+    layout = find_layout(root, docker, **dirs)
     if netdata_version:
         layout.netdata_version = parse_netdata_version(netdata_version)
         if layout.netdata_version is None:
             raise InstallError("--netdata-version takes a version such as 1.37 or 2.2, not {0!r}".format(netdata_version))
-    if mode == "auto":
-        mode = "python.d" if layout.has_pythond else "plugin"
-    elif mode == "python.d" and not layout.has_pythond:
-        raise InstallError("this Netdata has no python.d.plugin (in {0}); use --mode plugin".format(layout.plugins_dir))
+    mode = resolve_mode(layout, mode)
+    if mode == "openmetrics" and not health:
+        raise InstallError("--mode openmetrics installs only the alarms; with --no-health there is nothing to do")
     previous = load_manifest(layout) or {"files": [], "dirs": []}
     owned = set(previous["files"])
     created_dirs = list(previous.get("dirs", []))
     hashes = dict(previous.get("hashes", {}))
-    plan = []
-    planned = planned_files(layout, mode, health)
-    for dest, data, fmode, is_config in planned:
-        if is_config and os.path.exists(dest) and dest not in owned:
-            log.info("keeping %s (already there, not ours)", dest)
-            continue
-        if is_config and edited_since_install(dest, previous):
-            log.info("keeping %s (edited since netdrops installed it)", dest)
-            continue
-        if dest in owned and os.path.exists(dest) and read_bytes(dest) == data:
-            continue
-        plan.append((dest, data, fmode))
+    moved = dict(previous.get("moved_aside", {}))
+    syntax = health_syntax(layout) if health else None
+    planned = planned_files(layout, mode, health, syntax)
+    plan, moves = plan_install(layout, planned, previous, syntax)
+    for path, new_name in moves:
+        log.info("%s %s to %s", "would move" if dry_run else "moving", path, new_name)
     for dest, _data, _mode in plan:
         log.info("%s %s", "would write" if dry_run else "writing", dest)
     if dry_run:
         return 0
-    for dest, _data, _mode in plan:
+    for dest in [os.path.join(layout.lib_dir, MANIFEST)] + [p[0] for p in plan]:
         created_dirs.extend(d for d in missing_dirs(dest) if d not in created_dirs)
     keep = {dest for dest, _d, _m, _c in planned if dest in owned or dest in {p[0] for p in plan}}
     configs = {dest for dest, _d, _m, is_config in planned if is_config}
-    # The manifest is written before the files, listing every file this install may create,
-    # so that an install cut short can still be uninstalled.
-    save_manifest(layout, mode, sorted(owned | keep), created_dirs, hashes)
+    moved.update({new_name: path for path, new_name in moves})
+    # The manifest is written before the files, listing every file this install may create
+    # (and the user's files it moves aside, which uninstall leaves), so that an install cut
+    # short can still be uninstalled.
+    save_manifest(layout, mode, sorted(owned | keep), created_dirs, hashes, moved)
+    for path, new_name in moves:
+        move_aside(path, new_name)
     for dest, data, fmode in plan:
         write_atomic(dest, data, fmode)
         if dest in configs:
@@ -301,20 +495,28 @@ def install(root=None, mode="auto", health=True, dry_run=False, netdata_version=
         else:
             _remove(path)
         hashes.pop(path, None)
-    save_manifest(layout, mode, sorted(keep), created_dirs, hashes)
+    save_manifest(layout, mode, sorted(keep), created_dirs, hashes, moved)
+    where = layout.config_dir if mode == "openmetrics" else layout.plugins_dir
     if not plan:
-        log.info("netdrops (%s) is already installed in %s; nothing to change", mode, layout.plugins_dir)
+        log.info("netdrops (%s) is already installed in %s; nothing to change", mode, where)
     else:
-        log.info("installed netdrops (%s) into %s; restart Netdata to load it", mode, layout.plugins_dir)
+        log.info("installed netdrops (%s) into %s; restart Netdata to load it%s", mode, where,
+                 " (docker restart CONTAINER)" if layout.docker else "")
     disabled = pythond_disabled(layout) if mode == "python.d" else None
     if disabled:
         log.warning("%s keeps python.d modules off unless named: add the line 'netdrops: yes' to it", disabled)
+    if mode == "openmetrics":
+        print_go_d_job(layout)
     return 0
 
 
-def save_manifest(layout, mode, files, dirs, hashes):
-    manifest = {"mode": mode, "files": files, "dirs": dirs, "hashes": hashes}
-    write_atomic(os.path.join(layout.lib_dir, MANIFEST), json.dumps(manifest, indent=1).encode())
+def print_go_d_job(layout):
+    """go.d reads prometheus jobs only from go.d/prometheus.conf, the user's file: show the job
+    to add rather than edit it."""
+    job = read_bytes(data_file("netdata_conf", "go.d", "prometheus-netdrops.conf")).decode()
+    target = os.path.join(layout.config_dir, "go.d", "prometheus.conf")
+    print("# Add this job to the jobs: list of {0} (edit-config go.d/prometheus.conf), run\n"
+          "# `netdrops-collector openmetrics` on this node, then restart Netdata:\n{1}".format(target, job), end="")
 
 
 def _remove(path):
@@ -325,8 +527,8 @@ def _remove(path):
         pass
 
 
-def uninstall(root=None, dry_run=False, **dirs):
-    layout = detect(root, **dirs)
+def uninstall(root=None, dry_run=False, docker=False, **dirs):
+    layout = find_layout(root, docker, **dirs)
     manifest = load_manifest(layout)
     if manifest is None:
         raise InstallError("nothing to uninstall: no {0} in {1}".format(MANIFEST, layout.lib_dir))
@@ -337,14 +539,18 @@ def uninstall(root=None, dry_run=False, **dirs):
             log.info("would remove %s", path)
         else:
             _remove(path)
+    for new_name, path in sorted(manifest.get("moved_aside", {}).items()):
+        if os.path.exists(new_name):
+            log.info("keeping %s (your 1.37 alarm file, moved aside from %s on the upgrade to v2)", new_name, path)
     if dry_run:
         return 0
     _remove(os.path.join(layout.lib_dir, MANIFEST))
     packages = [os.path.join(layout.lib_dir, p) for p in ("netdrops_collector", "netdrops_advisor")]
     for package in packages:
         shutil.rmtree(os.path.join(package, "__pycache__"), ignore_errors=True)
-    # Directories install created, deepest first, if nothing else lives in them now.
-    created = manifest.get("dirs", []) + packages + [layout.lib_dir]
+    # Directories install created, deepest first, if nothing else lives in them now (a lib dir
+    # that was there before stays).
+    created = manifest.get("dirs", []) + packages
     for d in sorted(set(created), key=len, reverse=True):
         try:
             os.rmdir(d)

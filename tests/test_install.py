@@ -138,3 +138,44 @@ def test_users_edits_to_installed_files_survive_reinstall_and_uninstall(tmp_path
 def test_bad_netdata_version_is_one_sentence(tmp_path):
     r = run("install", "--netdata", str(layout(tmp_path)), "--netdata-version", "latest")
     assert r.returncode == 2 and "--netdata-version takes a version" in r.stderr
+
+
+def test_unedited_137_alarms_of_ours_are_replaced_on_v2_without_moving(tmp_path):
+    root = layout(tmp_path)
+    assert run("install", "--netdata", str(root), "--netdata-version", "1.37").returncode == 0
+    r = run("install", "--netdata", str(root), "--netdata-version", "2.11")
+    assert r.returncode == 0 and "moved" not in r.stderr
+    health = root / "etc/netdata/health.d"
+    assert sorted(os.listdir(health)) == ["netdrops.conf"]
+    assert (health / "netdrops.conf").read_bytes() == open(os.path.join(REPO, "health.d/v2/netdrops.conf"), "rb").read()
+
+
+def test_a_137_alarm_file_not_ours_is_moved_aside_never_over_an_earlier_one(tmp_path):
+    root = layout(tmp_path)
+    health = root / "etc/netdata/health.d"
+    health.mkdir()
+    earlier = b"# moved aside by an earlier upgrade\n"
+    (health / "netdrops.conf.1.37-edited").write_bytes(earlier)
+    mine = open(os.path.join(REPO, "health.d/netdrops.conf"), "rb").read() + b"# copied by hand\n"
+    (health / "netdrops.conf").write_bytes(mine)
+    r = run("install", "--netdata", str(root), "--netdata-version", "2.11", "--dry-run")
+    assert "would move {0} to {0}.1.37-edited.2".format(health / "netdrops.conf") in r.stderr
+    assert (health / "netdrops.conf").read_bytes() == mine
+    r = run("install", "--netdata", str(root), "--netdata-version", "2.11")
+    assert r.returncode == 0 and "moved your Netdata 1.37 alarm file" in r.stderr
+    assert (health / "netdrops.conf.1.37-edited").read_bytes() == earlier
+    assert (health / "netdrops.conf.1.37-edited.2").read_bytes() == mine
+    assert b"chart labels:" in (health / "netdrops.conf").read_bytes()
+    assert run("uninstall", "--netdata", str(root)).returncode == 0
+    assert sorted(os.listdir(health)) == ["netdrops.conf.1.37-edited", "netdrops.conf.1.37-edited.2"]
+
+
+def test_a_users_v2_alarm_file_is_kept_on_v2(tmp_path):
+    root = layout(tmp_path)
+    health = root / "etc/netdata/health.d"
+    health.mkdir()
+    mine = open(os.path.join(REPO, "health.d/v2/netdrops.conf"), "rb").read().replace(b"to: sysadmin", b"to: silent")
+    (health / "netdrops.conf").write_bytes(mine)
+    r = run("install", "--netdata", str(root), "--netdata-version", "2.11")
+    assert r.returncode == 0 and "moved" not in r.stderr and "keeping" in r.stderr
+    assert (health / "netdrops.conf").read_bytes() == mine
