@@ -1,8 +1,8 @@
 """netdrops.plugin: the standalone external plugin (Netdata v2 and anything without python.d).
 
 Netdata starts it as `netdrops.plugin <update_every>` and reads the plugins.d protocol from its
-stdout. It exits 0 when Netdata closes the pipe or sends SIGTERM, and logs to stderr (Netdata's
-error.log). It registers the Netdata Function `netdrops-advisor` (functions.py), whose calls
+stdout. It exits 0 when Netdata closes the pipe, sends QUIT or SIGTERM, and logs to stderr
+(Netdata's error.log; collector.log on v2). It registers the Netdata Function `netdrops-advisor` (functions.py), whose calls
 arrive on stdin.
 """
 
@@ -21,6 +21,13 @@ log = logging.getLogger("netdrops")
 
 # A job whose collection fails is retried at this slower pace, never in a busy loop.
 RETRY_SECONDS = 10
+# Netdata v2 ends a plugin that writes nothing for 120 s (QUIT, then SIGKILL; disabled after 10
+# such runs): read from its pluginsd_process() and pluginsd_worker_thread(). Whatever the jobs do
+# (a job failing for hours, an update_every of 300), the plugin writes at least this often; when
+# nothing else was written, an empty line, the keep-alive Netdata's own plugins send (its
+# send_newline_and_flush()). Seen taken without a log line by v2.11 and by 1.37.1.
+KEEPALIVE_SECONDS = 5
+KEEPALIVE = "\n"
 # A failure that goes on is logged once, then again only this often: plugins' stderr is Netdata's
 # error.log, with no flood protection, and a file missing for a day is not 8,640 lines.
 REMIND_SECONDS = 3600
@@ -102,12 +109,15 @@ class Job:
 
 
 def run(jobs, out=None, clock=time.monotonic, sleep=time.sleep, max_ticks=None):
-    """The main loop: each job on its own schedule, aligned to its update_every."""
+    """The main loop: each job on its own schedule, aligned to its update_every, and a
+    keep-alive whenever KEEPALIVE_SECONDS pass without output."""
     out = out or sys.stdout
     ticks = 0
+    last_output = clock()
     while jobs and (max_ticks is None or ticks < max_ticks):
         now = clock()
         due = [j for j in jobs if j.next_run <= now]
+        wrote = False
         for job in due:
             every = job.cfg["update_every"]
             try:
@@ -119,13 +129,30 @@ def run(jobs, out=None, clock=time.monotonic, sleep=time.sleep, max_ticks=None):
             job.next_run = (now // every + 1) * every
             if text:
                 out.write(text)
+                wrote = True
+        if not wrote and now - last_output >= KEEPALIVE_SECONDS:
+            out.write(KEEPALIVE)
+            wrote = True
+        if wrote:
+            last_output = now
         out.flush()
         ticks += 1
-        wake = min(j.next_run for j in jobs)
+        wake = min(min(j.next_run for j in jobs), last_output + KEEPALIVE_SECONDS)
         delay = wake - clock()
         if delay > 0:
             sleep(delay)
     return 0
+
+
+def exit_at_once(*_signal):
+    """SIGTERM: exit 0 now, without the interpreter's clean-up. Systemd stops v2's netdata.service
+    (no KillMode: the whole control group) with SIGTERM to the agent, its spawn server and its
+    plugins at once. Seen on v2.11: a plugin that exits within a few milliseconds is reaped by the
+    agent as a clean exit; one that takes the tens of milliseconds of Python's shutdown is
+    signalled again by the exiting spawn server meanwhile, dies of SIGTERM and the agent logs it
+    as 'exited abnormally. Disabling it.'. There is nothing to flush: the output is Netdata's,
+    which is stopping, and the kernel closes the netlink socket."""
+    os._exit(0)
 
 
 def main(argv=None):
@@ -147,7 +174,7 @@ def main(argv=None):
         print("DISABLE", flush=True)
         return 1
     jobs = [Job(name, cfg) for name, cfg in job_cfgs]
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGTERM, exit_at_once)
     out = functions.LockedWriter(sys.stdout)
     try:
         functions.attach(jobs[0], out, sys.stdin)

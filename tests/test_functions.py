@@ -46,6 +46,7 @@ class PluginProcess:
         self.proc = subprocess.Popen([launcher, "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, env=env)
         self.out = b""
+        self.err = b""
         self.lock = threading.Lock()
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -97,12 +98,39 @@ class PluginProcess:
             time.sleep(0.02)
         raise AssertionError("no answer to {0!r} in {1} s".format(function, timeout))
 
+    def results(self, transaction):
+        """[(status, content type, body)] of every answer written for one transaction."""
+        out = []
+        for block in self.text().split("FUNCTION_RESULT_BEGIN " + transaction + " ")[1:]:
+            head, _, rest = block.partition("\n")
+            words = head.split()
+            out.append((int(words[0]), words[1], rest.split("\nFUNCTION_RESULT_END\n", 1)[0]))
+        return out
+
+    def wait_result(self, transaction, timeout=15):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.results(transaction)
+            if found and "FUNCTION_RESULT_END" in self.text().split("FUNCTION_RESULT_BEGIN " + transaction, 1)[1]:
+                return found[0]
+            assert self.proc.poll() is None, "the plugin exited"
+            time.sleep(0.02)
+        raise AssertionError("no answer for {0} in {1} s".format(transaction, timeout))
+
+    def stderr_now(self):
+        """What the plugin logged so far (stderr is read without waiting for its end)."""
+        os.set_blocking(self.proc.stderr.fileno(), False)
+        chunk = self.proc.stderr.read() or b""
+        self.err += chunk
+        return self.err.decode()
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(timeout=10)
         self.reader.join(timeout=5)
-        err = self.proc.stderr.read().decode()
+        os.set_blocking(self.proc.stderr.fileno(), True)
+        err = (self.err + (self.proc.stderr.read() or b"")).decode()
         self.proc.stdin.close()
         self.proc.stdout.close()
         self.proc.stderr.close()
@@ -238,6 +266,111 @@ def test_lab_drops_diagnosed_by_the_function(tmp_path, drop_lab):
     assert backlog["Command"].startswith("sysctl -w net.core.netdev_max_backlog=")
     veth = [i for i in doc["report"]["evidence"]["interfaces"] if i["name"] == drop_lab.host_ifname]
     assert veth and veth[0]["kind"] == "veth" and veth[0]["inbound_drops"] > 0
+
+
+# -- what Netdata v2 sends on stdin (seen on v2.11; see functions.py) --------------------------
+
+V2_TAIL = '"0x8" "method=none,role=any,permissions=0x8,ip=localhost"'  # access and source, as v2.11 sends them
+
+
+def test_plugin_answers_the_lines_netdata_v2_sends(plugin):
+    plugin.wait_for('FUNCTION GLOBAL "netdrops-advisor"')
+    time.sleep(2.5)
+    tx = uuid.uuid4().hex
+    plugin.send('FUNCTION {0} 10 "netdrops-advisor window=10" {1}\n'.format(tx, V2_TAIL))
+    status, ctype, body = plugin.wait_result(tx)
+    doc = json.loads(body)
+    assert (status, ctype) == (200, "application/json") and doc["has_history"] is False
+    check_table(doc)
+
+    # a POST: FUNCTION_PAYLOAD, the JSON body (here on two lines), FUNCTION_PAYLOAD_END
+    tx = uuid.uuid4().hex
+    plugin.send('FUNCTION_PAYLOAD {0} 10 "netdrops-advisor" {1} "application/json"\n'
+                '{{"selections": {{"window": ["10"],\n"format": ["json"]}}}}\nFUNCTION_PAYLOAD_END\n'.format(tx, V2_TAIL))
+    status, _ctype, body = plugin.wait_result(tx)
+    assert status == 200 and json.loads(body)["schema"] == "netdrops-advisor/1"
+    tx = uuid.uuid4().hex
+    plugin.send('FUNCTION_PAYLOAD {0} 10 "netdrops-advisor" {1} "application/json"\n'
+                'not json\nFUNCTION_PAYLOAD_END\n'.format(tx, V2_TAIL))
+    status, _ctype, body = plugin.wait_result(tx)
+    assert status == 400 and "JSON" in json.loads(body)["errorMessage"]
+
+    tx = uuid.uuid4().hex
+    plugin.send('FUNCTION {0} 10 "netdrops-advisor info" {1}\n'.format(tx, V2_TAIL))
+    status, _ctype, body = plugin.wait_result(tx)
+    info = json.loads(body)
+    assert status == 200 and info["v"] == 3 and "window" in info["accepted_params"]
+
+    # progress and cancel of calls already answered: nothing to say, nothing written, no log line
+    before = plugin.text().count("FUNCTION_RESULT_BEGIN")
+    plugin.send("FUNCTION_PROGRESS {0}\nFUNCTION_CANCEL {0}\nFUNCTION_CANCEL {1}\n".format(tx, uuid.uuid4().hex))
+    time.sleep(1)
+    assert plugin.text().count("FUNCTION_RESULT_BEGIN") == before
+    assert "ERROR" not in plugin.stderr_now()
+    assert len(plugin.results(tx)) == 1
+
+
+def test_a_cancelled_call_is_answered_once_with_499_and_the_next_one_served(tmp_path):
+    delay = 3
+    proc = PluginProcess(tmp_path, env_extra=dict(PLUGIN_ENV, **{functions.FAULT_DELAY_ENV: str(delay)}))
+    try:
+        proc.wait_for('FUNCTION GLOBAL "netdrops-advisor"')
+        time.sleep(2)
+        cancelled, following = uuid.uuid4().hex, uuid.uuid4().hex
+        proc.send('FUNCTION {0} 10 "netdrops-advisor" {1}\n'.format(cancelled, V2_TAIL))
+        time.sleep(0.5)
+        sent = time.monotonic()
+        proc.send("FUNCTION_CANCEL {0}\n".format(cancelled))
+        status, _ctype, body = proc.wait_result(cancelled, timeout=2)
+        answered = time.monotonic() - sent
+        assert status == functions.CANCELLED and "cancelled" in json.loads(body)["errorMessage"]
+        assert answered < 0.5, "cancel answered after {0:.2f} s".format(answered)
+        proc.send('FUNCTION {0} 10 "netdrops-advisor format=json" {1}\n'.format(following, V2_TAIL))
+        status, _ctype, body = proc.wait_result(following, timeout=delay + 5)
+        assert status == 200 and json.loads(body)["schema"] == "netdrops-advisor/1"
+        time.sleep(1)  # past the cancelled call's own delay: it writes nothing more
+        assert len(proc.results(cancelled)) == 1 and len(proc.results(following)) == 1
+    finally:
+        err = proc.stop()
+    assert "Traceback" not in err and "ERROR" not in err, err
+
+
+def test_quit_without_a_newline_ends_the_plugin_at_once_with_0(plugin):
+    plugin.wait_for("BEGIN ")
+    sent = time.monotonic()
+    plugin.send("QUIT")  # as v2.11 sends it; stdin stays open
+    assert plugin.proc.wait(timeout=5) == 0
+    assert time.monotonic() - sent < 2
+
+
+def test_params_are_read_in_both_spellings_and_from_a_json_body():
+    assert functions.parse_params(["window:30", "format:text"]) == (30, "text")
+    assert functions.parse_params(["window=30", "format=json"]) == (30, "json")
+    assert functions.parse_params(["info", "after:1", "before:2"]) == (functions.WINDOW, "info")
+    assert functions.payload_params('{"selections": {"window": ["120"]}, "after": 1}', "application/json") == \
+        ["window:120"]
+    assert functions.payload_params('{"window": 30, "format": "text"}', None) == ["window:30", "format:text"]
+    assert functions.payload_params("", "application/json") == []
+    for body in ('[1]', '{"window": [1, 2]}', '{"window": true}', '{'):
+        with pytest.raises(functions.CallError) as error:
+            functions.payload_params(body, "application/json")
+        assert error.value.status == 400
+
+
+def test_stdin_commands_are_parsed_as_v2_and_137_send_them():
+    reader = functions.CommandReader()
+    kind, call = reader.feed('FUNCTION abc 7 "netdrops-advisor window:10"')  # 1.37: three words
+    assert kind == "call" and (call.transaction, call.timeout, call.name, call.params) == \
+        ("abc", 7, "netdrops-advisor", ["window:10"])
+    assert reader.feed('FUNCTION_PAYLOAD t2 10 "netdrops-advisor" {0} "application/json"'.format(V2_TAIL)) is None
+    assert reader.feed('{"window":') is None and reader.feed('30}') is None
+    kind, call = reader.feed("FUNCTION_PAYLOAD_END")
+    assert kind == "call" and call.payload == '{"window":\n30}' and call.content_type == "application/json"
+    assert reader.feed("FUNCTION_CANCEL t2") == ("cancel", "t2")
+    assert reader.feed("FUNCTION_PROGRESS t2") == ("progress", "t2")
+    assert reader.feed("QUIT") == ("quit", None)
+    assert reader.feed('FUNCTION "unclosed') == ("malformed", 'FUNCTION "unclosed')
+    assert reader.feed("") is None and reader.feed("SOMETHING else") is None
 
 
 # -- a real Netdata 1.37 ------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import time
 import pytest
 
 from netdrops_collector import charts
-from netdrops_collector.plugin import RETRY_SECONDS
+from netdrops_collector.plugin import KEEPALIVE, KEEPALIVE_SECONDS, RETRY_SECONDS, Job, run
 from netdatad import session_pids
 from protocol_check import parse
 
@@ -502,6 +502,83 @@ def test_installed_plugin_runs_from_read_only_directories(tmp_path, start_plugin
     assert plugin.terminate() == 0
     assert not parse(plugin.text()).disabled
     assert plugin.stderr() == ""
+
+
+# -- Netdata v2's 120 s limit on a silent plugin ----------------------------------------------------
+
+NETDATA_V2_READ_TIMEOUT = 120  # seconds v2 waits for a line before QUIT and kill (pluginsd_process)
+
+
+class FakeTime:
+    def __init__(self):
+        self.now = 1000.0
+
+    def clock(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+class Recorder:
+    """The plugin's stdout: what was written, and when (on the fake clock)."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.writes = []
+
+    def write(self, text):
+        self.writes.append((self.clock(), text))
+
+    def flush(self):
+        pass
+
+
+class SilentJob(Job):
+    """A job with nothing to say (no charts yet) or whose collection always fails."""
+
+    def __init__(self, update_every, fails):
+        Job.__init__(self, "silent", {"update_every": update_every})
+        self.fails = fails
+
+    def tick(self, now):
+        if self.fails:
+            raise OSError("[Errno 2] No such file or directory: '/proc/net/softnet_stat'")
+        return ""
+
+
+@pytest.mark.parametrize("update_every,fails", [(300, False), (1, True), (300, True)])
+def test_the_main_loop_writes_a_keepalive_whatever_its_jobs_do(update_every, fails):
+    """Over an hour of a fake clock: never KEEPALIVE_SECONDS without a write, and what is written
+    is the empty line Netdata takes as nothing."""
+    fake = FakeTime()
+    out = Recorder(fake.clock)
+    job = SilentJob(update_every, fails)
+    job.failed = lambda error, now: setattr(job, "next_run", now + RETRY_SECONDS)  # no log lines
+    run([job], out, clock=fake.clock, sleep=fake.sleep, max_ticks=5000)
+    times = [1000.0] + [when for when, _text in out.writes]
+    assert fake.now - 1000.0 > 3600
+    assert max(b - a for a, b in zip(times, times[1:])) <= KEEPALIVE_SECONDS
+    assert {text for _when, text in out.writes} == {KEEPALIVE} and KEEPALIVE.strip() == ""
+
+
+def test_a_plugin_whose_only_job_fails_still_writes_within_netdatas_limit(tmp_path, start_plugin):
+    """The installed plugin, its one job failing (no softnet_stat): keep-alive lines on stdout,
+    never more than KEEPALIVE_SECONDS apart, far inside v2's limit, and nothing else."""
+    assert KEEPALIVE_SECONDS * 10 <= NETDATA_V2_READ_TIMEOUT
+    tree = make_host_tree(str(tmp_path / "host"), leave_out=(SOFTNET,))
+    plugin = start_plugin(prefix=tree)
+    wait_until(lambda: plugin.failure_lines(), 10, "log line for the missing file")
+    watched = time.monotonic()
+    time.sleep(3 * KEEPALIVE_SECONDS + 1)
+    seen = [(arrival, line) for arrival, line in list(plugin.lines) if arrival >= watched]
+    times = [watched] + [arrival for arrival, _line in seen] + [time.monotonic()]
+    gap = max(b - a for a, b in zip(times, times[1:]))
+    assert gap <= KEEPALIVE_SECONDS + 1.5, "{0:.1f} s without a line".format(gap)
+    assert len(seen) >= 3 and {line for _arrival, line in seen} == {""}, seen
+    assert plugin.alive() and len(plugin.failure_lines()) == 1
+    assert plugin.terminate() == 0
+    print("longest silence of a failing plugin: {0:.1f} s (v2 allows {1} s)".format(gap, NETDATA_V2_READ_TIMEOUT))
 
 
 # -- under a real Netdata --------------------------------------------------------------------------
