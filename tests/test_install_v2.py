@@ -335,3 +335,64 @@ def test_upgrade_from_137_moves_the_edited_alarm_file_aside(netdata_v2_factory, 
     assert files_under(*ours) == before | {aside}
     with open(aside, "rb") as f:
         assert f.read() == edited
+
+
+# -- the OpenMetrics way in: alarms for go.d's prometheus job ------------------------------------
+
+OPENMETRICS_HEALTH = os.path.join(REPO, "health.d", "v2", "netdrops-openmetrics.conf")
+GO_D_JOB = os.path.join(REPO, "conf.d", "go.d", "prometheus-netdrops.conf")
+
+
+def test_openmetrics_mode_installs_only_the_go_d_alarms_and_prints_the_job(netdata_v2_factory):
+    nd = netdata_v2_factory("openmetrics")
+    ours = (nd.config_dir, nd.plugins_dir, nd.collector_lib_dir)
+    before = files_under(*ours)
+    done = nd.install_netdrops("openmetrics")
+    installed = files_under(*ours) - before
+    assert installed == {os.path.join(nd.health_dir, "netdrops-openmetrics.conf"),
+                         os.path.join(nd.collector_lib_dir, "install-manifest.json")}
+    with open(os.path.join(nd.health_dir, "netdrops-openmetrics.conf"), "rb") as f, \
+            open(OPENMETRICS_HEALTH, "rb") as shipped:
+        assert f.read() == shipped.read()
+    with open(GO_D_JOB) as f:
+        assert f.read() in done.stdout  # the job to add, printed; the user's go.d file untouched
+    assert os.path.join(nd.config_dir, "go.d", "prometheus.conf") in done.stdout
+    assert not os.path.exists(os.path.join(nd.config_dir, "go.d"))
+    # The file loads on the real v2.11 without a word (this build has no go.d to chart for it).
+    nd.start()
+    nd.wait_for(nd.alarms, 30, what="the stock alarms (health has read health.d)")
+    assert [l for l in nd.log_text("daemon.log").splitlines() if "Health configuration" in l] == []
+    nd.stop()
+    done = run("uninstall", *nd.install_args())
+    assert done.returncode == 0, done.stderr
+    assert files_under(*ours) == before
+
+
+def test_openmetrics_mode_refuses_netdata_137(tmp_path):
+    (tmp_path / "etc").mkdir()
+    done = run("install", "--mode", "openmetrics", "--netdata-version", "1.37", "--plugins-dir", str(tmp_path / "p"),
+               "--config-dir", str(tmp_path / "etc"), "--lib-dir", str(tmp_path / "lib"))
+    assert done.returncode == 2 and "are for Netdata 1.38 and later" in done.stderr
+    assert os.listdir(tmp_path) == ["etc"] and os.listdir(tmp_path / "etc") == []
+
+
+def test_switching_a_plugin_install_to_openmetrics_removes_the_plugin(tmp_path):
+    args = ["--plugins-dir", str(tmp_path / "plugins.d"), "--config-dir", str(tmp_path / "etc"),
+            "--lib-dir", str(tmp_path / "lib"), "--netdata-version", "2.11"]
+    assert run("install", "--mode", "plugin", *args).returncode == 0
+    done = run("install", "--mode", "openmetrics", *args)
+    assert done.returncode == 0, done.stderr
+    left = sorted(os.path.relpath(p, str(tmp_path)) for p in files_under(str(tmp_path)))
+    assert left == ["etc/health.d/netdrops-openmetrics.conf", "lib/install-manifest.json"]
+    assert run("uninstall", *args[:-2]).returncode == 0
+    assert files_under(str(tmp_path)) == set()
+
+
+def test_compose_fragment_gives_what_the_docker_install_relies_on():
+    import yaml
+    with open(os.path.join(REPO, "conf.d", "docker", "docker-compose.netdrops.yml")) as f:
+        service = yaml.safe_load(f)["services"]["netdata"]
+    assert service["network_mode"] == "host"  # the host's interfaces and /proc/net
+    volumes = {v.split(":")[1]: v.split(":")[0] for v in service["volumes"]}
+    assert volumes["/etc/netdata"] == "netdataconfig"  # where --docker installs
+    assert volumes["/host/proc"] == "/proc" and volumes["/host/sys"] == "/sys"
