@@ -35,7 +35,6 @@ OPENMETRICS_HEALTH_FILE = "netdrops-openmetrics.conf"  # in health.d, for go.d's
 # Where a user's 1.37 alarm file goes on an upgrade to v2: Netdata loads only health.d/*.conf
 # (checked on the real v2.11: a file of this name beside it is not read).
 MOVED_137_SUFFIX = ".1.37-edited"
-MODES = ("python.d", "plugin", "openmetrics")
 
 # (plugins.d, python.d, user config, our library) relative to a root, most common first.
 KNOWN_LAYOUTS = (
@@ -423,7 +422,7 @@ def resolve_mode(layout, mode):
     return mode
 
 
-def plan_install(layout, planned, previous, syntax):
+def plan_install(planned, previous, syntax):
     """(files to write [(dest, bytes, mode)], 1.37 alarm files to move aside [(path, new name)]),
     leaving the user's configuration alone except a 1.37 alarm file on a v2 Netdata."""
     owned = set(previous["files"])
@@ -467,7 +466,7 @@ def install(root=None, mode="auto", health=True, dry_run=False, netdata_version=
     moved = dict(previous.get("moved_aside", {}))
     syntax = health_syntax(layout) if health else None
     planned = planned_files(layout, mode, health, syntax)
-    plan, moves = plan_install(layout, planned, previous, syntax)
+    plan, moves = plan_install(planned, previous, syntax)
     for path, new_name in moves:
         log.info("%s %s to %s", "would move" if dry_run else "moving", path, new_name)
     for dest, _data, _mode in plan:

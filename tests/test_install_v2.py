@@ -2,12 +2,12 @@
 python.d mode, the official Docker image's layout (everything under the /etc/netdata volume, the
 host read under `-s PREFIX`) across a re-created container, and upgrades from 1.37's alarm file."""
 
+import io
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
-import io
 import urllib.error
 
 import pytest
