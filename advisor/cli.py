@@ -6,6 +6,7 @@ stderr, never a traceback; --debug shows one for a bug).
 """
 
 import argparse
+import os
 import sys
 import traceback
 
@@ -13,7 +14,7 @@ from netdrops_collector.hostfs import HostFS
 
 from . import __version__, apply_cli, gather, render
 from .errors import AdvisorError, MissingEvidence, NetdataError
-from .netdata_api import DEFAULT_URL, NetdataClient, normalize_url
+from .netdata_api import DEFAULT_URL, TOKEN_ENV, NetdataClient, check_token, normalize_url
 from .report import ERROR, HEALTHY, PROBLEMS, build_report, error_report
 
 NETDATA_WINDOW = 60   # Netdata keeps history: a minute costs no waiting
@@ -30,8 +31,11 @@ evidence, in order (--source auto):
 through a Netdata parent: --node NAME reads one child (/host/NAME/api/v1/...); --all-nodes
 prints one line per node the parent holds, worst first.
 
+a Netdata v2 with bearer token protection on refuses anonymous calls: put the token in the
+environment variable {env} (--token also works, but shows in ps to every user).
+
 exit status: 0 healthy, 1 problems found, 2 the advisor could not do its job.
-""".format(url=DEFAULT_URL, kw=KERNEL_WINDOW)
+""".format(url=DEFAULT_URL, kw=KERNEL_WINDOW, env=TOKEN_ENV)
 
 
 def positive_seconds(text):
@@ -51,6 +55,13 @@ def url_argument(text):
         raise argparse.ArgumentTypeError(str(err))
 
 
+def token_argument(text):
+    try:
+        return check_token(text)
+    except ValueError as err:   # the message never repeats the token
+        raise argparse.ArgumentTypeError(str(err))
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="netdrops-advisor",
@@ -67,6 +78,9 @@ def build_parser():
                              "sampling from the kernel)".format(NETDATA_WINDOW, KERNEL_WINDOW))
     parser.add_argument("--source", choices=("auto", "netdata", "kernel"), default="auto",
                         help="where the evidence comes from (default auto: Netdata, else the kernel)")
+    parser.add_argument("--token", type=token_argument, metavar="TOKEN",
+                        help="bearer token for a Netdata that refuses anonymous calls (default: the "
+                             "environment variable {0}, which ps does not show)".format(TOKEN_ENV))
     parser.add_argument("--timeout", type=positive_seconds, default=5.0, metavar="SECONDS",
                         help="how long to wait for each Netdata answer (default 5)")
     parser.add_argument("--host-prefix", metavar="DIR",
@@ -81,6 +95,11 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.token is None and os.environ.get(TOKEN_ENV):
+        try:
+            args.token = check_token(os.environ[TOKEN_ENV])
+        except ValueError as err:
+            parser.error("{0}: {1}".format(TOKEN_ENV, err))
     remote = args.url is not None or args.node is not None or args.all_nodes
     if args.source == "kernel" and remote:
         parser.error("--source kernel reads this machine; it cannot be combined with --url, --node or --all-nodes")
@@ -127,7 +146,7 @@ def run_one(args, remote):
 
 
 def read_netdata(args, url):
-    client = NetdataClient(url, args.timeout)
+    client = NetdataClient(url, args.timeout, token=args.token)
     window = args.window or NETDATA_WINDOW
     if args.node:
         gather.check_node(client.info(), args.node, client.base_url)
@@ -140,7 +159,7 @@ def read_netdata(args, url):
 
 def run_all_nodes(args):
     url = args.url or DEFAULT_URL
-    client = NetdataClient(url, args.timeout)
+    client = NetdataClient(url, args.timeout, token=args.token)
     window = args.window or NETDATA_WINDOW
     try:
         info = client.info()

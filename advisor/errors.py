@@ -23,6 +23,10 @@ class NetdataHTTPError(NetdataError):
         self.status = status
 
 
+class NetdataAuthRequired(NetdataHTTPError):
+    """The agent refuses the call without a valid bearer token (v2's bearer protection)."""
+
+
 class NetdataFormatError(NetdataError):
     """The answer was not the JSON shape Netdata 1.37+ gives."""
 

@@ -20,8 +20,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from .errors import (NetdataFormatError, NetdataHTTPError, NetdataTimeout, NetdataUnreachable,
-                     NetdataVersionError, UnknownNode)
+from .errors import (NetdataAuthRequired, NetdataFormatError, NetdataHTTPError, NetdataTimeout,
+                     NetdataUnreachable, NetdataVersionError, UnknownNode)
 from .jsonshape import finite_number, require_dict, require_list
 
 DEFAULT_URL = "http://127.0.0.1:19999"
@@ -42,6 +42,16 @@ PARSE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError)
 UNKNOWN_HOST_TEXT = "does not maintain a database for host"
 # 1.37's answer to /api/v1/data for a context it does not have, or a window without data.
 NO_METRICS_TEXT = "No metrics where matched to query"
+
+# Bearer protection (Netdata v2, `[web] bearer token protection = yes`, off by default). Seen
+# on the real v2.11: with it on, every /api/v1 call without a valid token answers HTTP 412 "You
+# need to be authorized to access this resource" (v2's source: 403 when a signed-in identity lacks
+# the permission; a proxy in front may say 401). v2 reads the token from `X-Netdata-Auth: Bearer
+# TOKEN`, the header its own dashboard sends (checked on v2.11: a malformed token sent there is
+# logged by the agent as invalid); it also takes `Authorization: Bearer`, "for historical reasons".
+AUTH_STATUSES = (401, 403, 412)
+TOKEN_HEADER = "X-Netdata-Auth"
+TOKEN_ENV = "NETDROPS_NETDATA_TOKEN"   # where the advisor takes the token from (argv shows in ps)
 
 NodeInfo = collections.namedtuple(
     "NodeInfo", "hostname version uid mirrored_hosts cores_total kernel_version container")
@@ -73,15 +83,17 @@ class Window(collections.namedtuple(
 class NetdataClient:
     """GETs against one Netdata, optionally through a parent's /host/<node>/ prefix."""
 
-    def __init__(self, base_url=DEFAULT_URL, timeout=5.0, node=None):
+    def __init__(self, base_url=DEFAULT_URL, timeout=5.0, node=None, token=None):
         self.base_url = normalize_url(base_url)
         self.timeout = timeout
         self.node = node
+        # A secret: sent in a header, never put into a sentence, a report or a log line.
+        self._token = check_token(token) if token else None
         self.requests = 0  # how many requests this client made (the tests keep it small)
         self.version = None  # the agent's version text, once info() has read it
 
     def for_node(self, node):
-        client = NetdataClient(self.base_url, self.timeout, node)
+        client = NetdataClient(self.base_url, self.timeout, node, self._token)
         return client
 
     @property
@@ -105,8 +117,10 @@ class NetdataClient:
         url = self.url_for(path, params)
         shown = path + ("?" + urllib.parse.urlencode(params, safe=",*") if params else "")
         self.requests += 1
-        request = urllib.request.Request(url, headers={"Accept": "application/json",
-                                                       "User-Agent": "netdrops-advisor"})
+        headers = {"Accept": "application/json", "User-Agent": "netdrops-advisor"}
+        if self._token:
+            headers[TOKEN_HEADER] = "Bearer " + self._token
+        request = urllib.request.Request(url, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as resp:
                 return resp.read()
@@ -115,6 +129,8 @@ class NetdataClient:
             if err.code == 404 and UNKNOWN_HOST_TEXT in body:
                 raise UnknownNode("Netdata at {0} holds no node named {1!r}.".format(
                     self.base_url, self.node))
+            if err.code in AUTH_STATUSES:
+                raise NetdataAuthRequired(self._refusal(err.code, shown), err.code)
             detail = ": " + body if body else ""
             raise NetdataHTTPError("{0} answered HTTP {1} to {2}{3}.".format(
                 self.who, err.code, shown, detail.rstrip(".")), err.code)
@@ -131,6 +147,18 @@ class NetdataClient:
             # e.g. the connection reset while reading the body
             raise NetdataUnreachable("The connection to Netdata at {0} failed while reading {1} ({2}).".format(
                 self.where, path, _reason(err)))
+
+    def _refusal(self, status, shown):
+        """The sentence for a 401/403/412: a token is needed, or the one given was not taken."""
+        start = "{0} answered HTTP {1} to {2}".format(self.who, status, shown)
+        if not self._token:
+            return ("{0}: it refuses API calls without a bearer token (Netdata's bearer token protection "
+                    "is on); give the advisor one in the environment variable {1} (or with --token).".format(
+                        start, TOKEN_ENV))
+        if status == 403:
+            return "{0}: the bearer token given does not allow this call.".format(start)
+        return ("{0}: it did not accept the bearer token given (expired, mistyped, or issued by "
+                "another agent).".format(start))
 
     def get_json(self, path, params=None):
         body = self.get_bytes(path, params)
@@ -196,6 +224,14 @@ def check_version(text, who):
             "{0} is newer than the Netdata versions the advisor knows (v{1}.{2} to v{3}.x): upgrade "
             "netdrops, or run netdrops-advisor on that host with --source kernel.".format(
                 who, OLDEST_VERSION[0], OLDEST_VERSION[1], FIRST_UNKNOWN_MAJOR - 1))
+
+
+def check_token(token):
+    """The token as given, if a header can carry it; ValueError (which never shows the token)
+    otherwise. v2's tokens are UUIDs; other forms are left to the agent to judge."""
+    if not isinstance(token, str) or not token or not all("!" <= c <= "~" for c in token):
+        raise ValueError("a bearer token is one word of printable ASCII characters (no spaces or line ends)")
+    return token
 
 
 def normalize_url(url):

@@ -41,6 +41,18 @@ COMMON_PLAN = (
     ("net.packets", SUM),
 )
 SYSTEM_SOFTNET = "system.softnet_stat"
+# Netdata's per-CPU softnet charts (cpu.cpuN_softnet_stat, context cpu.softnet_stat) are off by
+# default since v1.45 (on in 1.37). The option, from the proc plugin's source and checked on the
+# real v2.11 (set, the per-CPU charts appear; unset, only system.softnet_stat):
+PER_CPU_SOFTNET_SECTION = "[plugin:proc:/proc/net/softnet_stat]"
+PER_CPU_SOFTNET_OPTION = "softnet_stat per core = yes"
+NO_PER_CPU_NOTE = (
+    "Netdata has no per-CPU softnet charts here (off by default since Netdata v1.45): totals only, no CPU "
+    "can be named. To have them, add `{0}` under `{1}` in netdata.conf and restart Netdata.".format(
+        PER_CPU_SOFTNET_OPTION, PER_CPU_SOFTNET_SECTION))
+# ip.tcp_accept_queue's dimensions: ids are the kernel's TcpExt counter names, the names differ
+# (overflows, drops). Seen on 1.37.1 and v2.11 alike; the chart appears once a counter moves.
+LISTEN_OVERFLOWS, LISTEN_DROPS = "ListenOverflows", "ListenDrops"
 
 CPU_IN_DIM = re.compile(r"^cpu(\d+)$")
 CPU_IN_CHART = re.compile(r"\.cpu(\d+)(?:_softnet_stat)?$")
@@ -176,7 +188,7 @@ def build_evidence(node, url, info, mode, windows, labels, alarms, notes):
         c.dropped = _count(dims.get("dropped"), main) or 0.0
         c.squeezed = _count(dims.get("squeezed"), main) or 0.0
         c.flow_limit = _count(dims.get("flow_limit_count"), main)
-        notes.append("Netdata has no per-CPU softnet charts here: totals only, no CPU can be named.")
+        notes.append(NO_PER_CPU_NOTE)
 
     if "cpu.cpu" in windows:
         for chart_id, dims in windows["cpu.cpu"].by_chart().items():
@@ -270,11 +282,12 @@ def _interfaces(mode, windows, labels):
 
 
 def _sockets(mode, windows):
-    def dim(ctx, name):
+    def dim(ctx, dim_id):
+        """By dimension id: Netdata's ids are the kernel's counter names, its names may differ."""
         w = windows.get(ctx)
         if not w:
             return None
-        values = [_count(c.value, w) for c in w.columns if c.dim_name == name and c.value is not None]
+        values = [_count(c.value, w) for c in w.columns if c.dim_id == dim_id and c.value is not None]
         return sum(values) if values else None
 
     def add(*values):
@@ -292,8 +305,8 @@ def _sockets(mode, windows):
         sockets = {
             "udp_rcvbuf_errors": add(dim("ipv4.udperrors", "RcvbufErrors"), dim("ipv6.udperrors", "RcvbufErrors")),
             "udp_in_errors": add(dim("ipv4.udperrors", "InErrors"), dim("ipv6.udperrors", "InErrors")),
-            "tcp_listen_drops": dim("ip.tcp_accept_queue", "ListenDrops"),
-            "tcp_listen_overflows": dim("ip.tcp_accept_queue", "ListenOverflows"),
+            "tcp_listen_drops": dim("ip.tcp_accept_queue", LISTEN_DROPS),
+            "tcp_listen_overflows": dim("ip.tcp_accept_queue", LISTEN_OVERFLOWS),
         }
     sockets["udp_sndbuf_errors"] = add(dim("ipv4.udperrors", "SndbufErrors"), dim("ipv6.udperrors", "SndbufErrors"))
     return sockets

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -242,3 +243,79 @@ def test_node_and_all_nodes_read_the_child_through_the_parent(netdata_factory, d
 
     code, _out, err = advise("--url", parent.url, "--node", "nosuch")
     assert code == 2 and "no node named 'nosuch'" in err and child.hostname in err
+
+
+# -- a TCP accept queue that overflows, through Netdata's own ip.tcp_accept_queue ----------
+
+def tcp_ext(counter):
+    """A TcpExt counter of this (the root) network namespace, from /proc/net/netstat."""
+    with open("/proc/net/netstat") as f:
+        rows = [line.split()[1:] for line in f if line.startswith("TcpExt:")]
+    return int(dict(zip(rows[0], rows[1]))[counter])
+
+
+class ListenQueueFlood:
+    """A TCP listener on 127.0.0.1 with backlog 1 that never accepts, and a thread opening
+    `per_second` connections to it. Once its accept queue is full the kernel drops each SYN and
+    counts it in TcpExt ListenOverflows and ListenDrops of the root namespace, which Netdata
+    reads. Each client is closed half a second later, before its SYN is retransmitted, so every
+    connection attempt counts once and the rate stays steady."""
+
+    def __init__(self, per_second=20):
+        self.per_second = per_second
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(1)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._connect, daemon=True)
+
+    def _connect(self):
+        address, pending = self.listener.getsockname(), []
+        while not self.stopping.wait(1.0 / self.per_second):
+            client = socket.socket()
+            client.setblocking(False)
+            client.connect_ex(address)
+            pending.append((time.monotonic(), client))
+            while pending and pending[0][0] < time.monotonic() - 0.5:
+                pending.pop(0)[1].close()
+        for _when, client in pending:
+            client.close()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping.set()
+        self.thread.join(10)
+        self.listener.close()
+
+
+def check_listen_overflow_seen(nd):
+    """A real accept-queue overflow, read by the advisor from Netdata's stock ip.tcp_accept_queue
+    (dimension ids ListenOverflows/ListenDrops, names overflows/drops on 1.37.1 and v2.11)."""
+    with ListenQueueFlood():
+        chart = nd.wait_chart("ip.tcp_accept_queue", timeout=30)  # 1.37 charts it once it moves
+        assert set(chart["dimensions"]) == {"ListenOverflows", "ListenDrops"}
+        time.sleep(2)
+        # the kernel's count over the span the advisor then reads back from Netdata
+        before, started = tcp_ext("ListenOverflows"), time.monotonic()
+        time.sleep(WINDOW)
+        kernel_rate = (tcp_ext("ListenOverflows") - before) / (time.monotonic() - started)
+        code, doc = advise_json("--url", nd.url, "--window", str(WINDOW))
+    assert doc["source"]["kind"] == "netdata-stock"
+    overflow = finding(doc, "listen_queue_overflow")
+    assert code == 1 and overflow["severity"] == "problem"
+    sockets = doc["evidence"]["sockets"]
+    advisor_rate = sockets["tcp_listen_overflows"] / doc["window"]["seconds"]
+    print("\nlisten queue flood via {0}: advisor {1:.2f} overflows/s, kernel {2:.2f}/s".format(
+        doc["source"]["netdata_version"], advisor_rate, kernel_rate))
+    assert advisor_rate == pytest.approx(kernel_rate, rel=0.3)
+    assert sockets["tcp_listen_drops"] >= sockets["tcp_listen_overflows"] > 0
+    row = {c["metric"]: c for c in doc["success_criteria"]}["TCP listen drops"]
+    assert not row["met"]
+
+
+@pytest.mark.netdata
+def test_listen_queue_overflow_through_the_stock_chart(netdata_factory):
+    check_listen_overflow_seen(netdata_factory("stock-listen").start())

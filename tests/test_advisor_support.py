@@ -32,6 +32,7 @@ class Replay:
         self.answer_for = routes if callable(routes) else lambda path, context: routes.get(
             (path, context)) or routes.get((path, None), (404, "text/plain", "Unsupported v1 API command"))
         self.seen = []
+        self.seen_headers = []   # the request headers, in the order of seen
         replay = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -39,6 +40,7 @@ class Replay:
                 url = urllib.parse.urlsplit(self.path)
                 context = urllib.parse.parse_qs(url.query).get("context", [None])[0]
                 replay.seen.append(self.path)
+                replay.seen_headers.append(dict(self.headers))
                 status, ctype, body = replay.answer_for(url.path, context)
                 data = body.encode("utf-8") if isinstance(body, str) else body
                 self.send_response(status)
