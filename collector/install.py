@@ -227,13 +227,13 @@ def health_file(layout, mode, syntax):
     return (os.path.join(layout.config_dir, "health.d", HEALTH_FILE), read_bytes(data_file("netdata_health", *source)))
 
 
-def planned_files(layout, mode, health, syntax=None):
+def planned_files(layout, mode, health, syntax):
     """[(destination, bytes, file mode, is_config)] for an install in `mode`."""
     files = []
     if mode != "openmetrics":  # an OpenMetrics node runs the exporter and go.d: no plugin here
         files = package_files(layout, mode) + front_end_files(layout, mode)
     if health:
-        dest, data = health_file(layout, mode, syntax or health_syntax(layout))
+        dest, data = health_file(layout, mode, syntax)
         files.append((dest, data, 0o644, True))
     return files
 
@@ -312,29 +312,32 @@ def netdata_version(layout):
     return find_netdata_version(layout)[0]
 
 
-def health_syntax(layout):
-    """'1.37' or 'v2', saying in the log which Netdata version it is for and how it was found."""
+def target_version(layout):
+    """(major, minor) of the Netdata installed into, or None; the log says which and how it was found."""
     version = layout.netdata_version
     if version is not None:
-        log.info("alarms for Netdata %d.%d (--netdata-version)", *version)
-    elif layout.docker:
+        log.info("installing for Netdata %d.%d (--netdata-version)", *version)
+        return version
+    if layout.docker:
         # The host's netdata (if any) is not the container's; the image has been v2 since 2024.
-        log.info("alarms for Netdata 1.38 and later, v2 included (--docker; "
+        log.info("installing for Netdata 1.38 and later, v2 included (--docker; "
                  "use --netdata-version for an image older than 1.38)")
-        return "v2"
+        return None
+    version, binary, beside = find_netdata_version(layout)
+    if version is None:
+        log.info("could not tell the Netdata version; installing the alarms for Netdata 1.38 and later "
+                 "(use --netdata-version 1.37 for older)")
+    elif beside:
+        log.info("installing for Netdata %d.%d (%s -v, beside the directories)", version[0], version[1], binary)
     else:
-        version, binary, beside = find_netdata_version(layout)
-        if version is None:
-            log.info("could not tell the Netdata version; installing the alarms for Netdata 1.38 and later "
-                     "(use --netdata-version 1.37 for older)")
-            return "v2"
-        if beside:
-            log.info("alarms for Netdata %d.%d (%s -v, beside the directories)", version[0], version[1], binary)
-        else:
-            log.warning("alarms for Netdata %d.%d (%s -v, the system's: no netdata binary beside the directories "
-                        "named; use --netdata-version if they belong to another Netdata)",
-                        version[0], version[1], binary)
-    return "1.37" if version < (1, 38) else "v2"
+        log.warning("installing for Netdata %d.%d (%s -v, the system's: no netdata binary beside the directories "
+                    "named; use --netdata-version if they belong to another Netdata)", version[0], version[1], binary)
+    return version
+
+
+def health_syntax(version):
+    """'1.37' or 'v2' (1.38 and later; also when the version is unknown)."""
+    return "1.37" if version is not None and version < (1, 38) else "v2"
 
 
 # A Docker install's manifest names its files relative to the config volume ("relative_to":
@@ -413,10 +416,13 @@ def edited_since_install(path, manifest):
         return False
 
 
-def resolve_mode(layout, mode):
+def resolve_mode(layout, mode, version):
     if mode == "auto":
-        # In Docker python.d is v2's legacy plugin and the image cannot be looked into from the host.
-        return "plugin" if layout.docker or not layout.has_pythond else "python.d"
+        # python.d is legacy on v2 (5 stock modules left); in Docker the image cannot be looked
+        # into from the host either.
+        if layout.docker or not layout.has_pythond or (version is not None and version >= (2, 0)):
+            return "plugin"
+        return "python.d"
     if mode == "python.d" and not layout.has_pythond:
         raise InstallError("this Netdata has no python.d.plugin (in {0}); use --mode plugin".format(layout.plugins_dir))
     return mode
@@ -456,7 +462,8 @@ def install(root=None, mode="auto", health=True, dry_run=False, netdata_version=
         layout.netdata_version = parse_netdata_version(netdata_version)
         if layout.netdata_version is None:
             raise InstallError("--netdata-version takes a version such as 1.37 or 2.2, not {0!r}".format(netdata_version))
-    mode = resolve_mode(layout, mode)
+    version = target_version(layout)
+    mode = resolve_mode(layout, mode, version)
     if mode == "openmetrics" and not health:
         raise InstallError("--mode openmetrics installs only the alarms; with --no-health there is nothing to do")
     previous = load_manifest(layout) or {"files": [], "dirs": []}
@@ -464,7 +471,7 @@ def install(root=None, mode="auto", health=True, dry_run=False, netdata_version=
     created_dirs = list(previous.get("dirs", []))
     hashes = dict(previous.get("hashes", {}))
     moved = dict(previous.get("moved_aside", {}))
-    syntax = health_syntax(layout) if health else None
+    syntax = health_syntax(version)
     planned = planned_files(layout, mode, health, syntax)
     plan, moves = plan_install(planned, previous, syntax)
     for path, new_name in moves:

@@ -144,7 +144,7 @@ def test_unedited_137_alarms_of_ours_are_replaced_on_v2_without_moving(tmp_path)
     root = layout(tmp_path)
     assert run("install", "--netdata", str(root), "--netdata-version", "1.37").returncode == 0
     r = run("install", "--netdata", str(root), "--netdata-version", "2.11")
-    assert r.returncode == 0 and "moved" not in r.stderr
+    assert r.returncode == 0 and "moved your" not in r.stderr
     health = root / "etc/netdata/health.d"
     assert sorted(os.listdir(health)) == ["netdrops.conf"]
     assert (health / "netdrops.conf").read_bytes() == open(os.path.join(REPO, "health.d/v2/netdrops.conf"), "rb").read()
@@ -177,5 +177,13 @@ def test_a_users_v2_alarm_file_is_kept_on_v2(tmp_path):
     mine = open(os.path.join(REPO, "health.d/v2/netdrops.conf"), "rb").read().replace(b"to: sysadmin", b"to: silent")
     (health / "netdrops.conf").write_bytes(mine)
     r = run("install", "--netdata", str(root), "--netdata-version", "2.11")
-    assert r.returncode == 0 and "moved" not in r.stderr and "keeping" in r.stderr
+    assert r.returncode == 0 and "moved your" not in r.stderr and "keeping" in r.stderr
     assert (health / "netdrops.conf").read_bytes() == mine
+
+
+def test_auto_mode_is_the_plugin_on_v2_and_python_d_on_137(tmp_path):
+    root = layout(tmp_path)
+    r = run("install", "--netdata", str(root), "--netdata-version", "2.11", "--dry-run")
+    assert "netdrops.plugin" in r.stderr and "netdrops.chart.py" not in r.stderr
+    r = run("install", "--netdata", str(root), "--netdata-version", "1.37", "--dry-run")
+    assert "netdrops.chart.py" in r.stderr and "netdrops.plugin" not in r.stderr

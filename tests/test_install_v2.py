@@ -100,7 +100,7 @@ def test_install_on_v2_charts_with_labels_and_uninstall_removes_exactly_it(netda
     ours = (nd.config_dir, nd.plugins_dir, nd.collector_lib_dir)  # the agent's state dirs are its own
     before, dirs_before = files_under(*ours), set().union(*map(dirs_under, ours))
     done = nd.install_netdrops(mode)
-    assert "alarms for Netdata 2.11 (--netdata-version)" in done.stderr
+    assert "installing for Netdata 2.11 (--netdata-version)" in done.stderr
     installed = files_under(*ours) - before
     if mode == "python.d":
         # v2's python.d.plugin loads user modules from <each NETDATA_USER_PLUGINS_DIRS>/python.d:
@@ -126,17 +126,19 @@ def test_install_on_v2_charts_with_labels_and_uninstall_removes_exactly_it(netda
 
 def test_version_is_asked_from_the_layouts_own_binary_first(netdata_v2_factory, tmp_path):
     # /usr/sbin/netdata (1.37) is on PATH; the directories named are v2's (dry run: nothing written).
-    done = run("install", "--dry-run", "--mode", "plugin",
-               "--plugins-dir", AGENT_V2.plugins_dir, "--config-dir", str(tmp_path / "etc"),
-               "--lib-dir", str(tmp_path / "lib"))
+    # v2.11 has python.d.plugin and its framework, but on v2 the default mode is the plugin.
+    done = run("install", "--dry-run", "--plugins-dir", AGENT_V2.plugins_dir, "--pythond-dir", AGENT_V2.pythond_dir,
+               "--config-dir", str(tmp_path / "etc"), "--lib-dir", str(tmp_path / "lib"))
     assert done.returncode == 0, done.stderr
-    assert "alarms for Netdata 2.11 ({0} -v, beside the directories)".format(AGENT_V2.binary) in done.stderr
+    assert "installing for Netdata 2.11 ({0} -v, beside the directories)".format(AGENT_V2.binary) in done.stderr
+    assert "would write {0}/netdrops.plugin".format(AGENT_V2.plugins_dir) in done.stderr
+    assert "netdrops.chart.py" not in done.stderr
     assert "would write {0}".format(tmp_path / "etc/health.d/netdrops.conf") in done.stderr
     # Directories beside no binary fall back to the system's, and say so.
     done = run("install", "--dry-run", "--mode", "plugin", "--plugins-dir", str(tmp_path / "plugins.d"),
                "--config-dir", str(tmp_path / "etc"), "--lib-dir", str(tmp_path / "lib"))
     assert done.returncode == 0, done.stderr
-    assert "alarms for Netdata 1.37 (/usr/sbin/netdata -v, the system's" in done.stderr
+    assert "installing for Netdata 1.37 (/usr/sbin/netdata -v, the system's" in done.stderr
     assert not os.path.exists(tmp_path / "etc")
 
 
@@ -218,7 +220,7 @@ def test_docker_layout_survives_a_recreated_container(netdata_v2_factory, tmp_pa
     volume_before, volume_dirs = files_under(nd.config_dir), dirs_under(nd.config_dir)
     done = run("install", "--docker", "--mode", mode, "--config-dir", str(host_volume))
     assert done.returncode == 0, done.stderr
-    assert "alarms for Netdata 1.38 and later, v2 included (--docker" in done.stderr
+    assert "installing for Netdata 1.38 and later, v2 included (--docker" in done.stderr
 
     written = files_under(netdata_v2_factory.root, str(tmp_path)) - before
     rel = sorted(os.path.relpath(p, nd.config_dir) for p in written)
