@@ -642,3 +642,29 @@ def test_under_netdata_a_missing_softnet_stat_is_one_line_and_the_charts_come_ba
     assert "Traceback" not in log
     print("under Netdata: CPU while failing {0:.2f} s over {1} s (bound {2:.2f}); values again {3:.0f} s "
           "after the file came back".format(failing_cpu, RETRY_SECONDS + 2, bound, recovery))
+
+
+@pytest.mark.parametrize("factory", ["netdata_factory", "netdata_v2_factory"])
+def test_under_netdata_a_failing_plugin_keeps_its_place_with_keepalives(request, factory):
+    """Debian's 1.37.1 and the real v2.11 run the installed plugin whose one job fails from the
+    start (a host prefix without /proc): the keep-alive lines it writes are taken without a word
+    (the failure's own line is the only one about netdrops), the process stays the same."""
+    nd = request.getfixturevalue(factory)("keepalive")
+    nd.install_netdrops("plugin")
+    missing = os.path.join(nd.root, "no-host")
+    nd.write_config_file("netdrops.conf", "host_prefix: {0}\njobs:\n  - name: local\n".format(missing))
+    nd.start()
+    pid = nd.wait_for(lambda: netdrops_plugin_pids(nd), 20, what="netdrops.plugin process")[0]
+    logs = ("error.log", "daemon.log", "collector.log")
+
+    def ours():
+        return [line for name in logs for line in nd.log_text(name).splitlines()
+                if "netdrops.plugin" in line or "[netdrops]" in line]
+
+    nd.wait_for(lambda: any(FAILURE_LINE in line for line in ours()), 20, what="the failure line")
+    before = ours()
+    time.sleep(2 * KEEPALIVE_SECONDS + 2)  # two keep-alives at least
+    assert netdrops_plugin_pids(nd) == [pid], "Netdata restarted or ended the plugin"
+    assert ours() == before, "Netdata said something about the keep-alives"
+    failures = [line for line in before if FAILURE_LINE in line]
+    assert len(failures) == 1 and missing in failures[0], before
