@@ -2,8 +2,8 @@
 
 Netdata starts it as `netdrops.plugin <update_every>` and reads the plugins.d protocol from its
 stdout. It exits 0 when Netdata closes the pipe, sends QUIT or SIGTERM, and logs to stderr
-(Netdata's error.log; collector.log on v2). It registers the Netdata Function `netdrops-advisor` (functions.py), whose calls
-arrive on stdin.
+(Netdata's error.log; collector.log on v2). It registers the Netdata Function `netdrops-advisor`
+(functions.py), whose calls arrive on stdin.
 """
 
 import logging
