@@ -130,7 +130,7 @@ class NetdataClient:
                 raise UnknownNode("Netdata at {0} holds no node named {1!r}.".format(
                     self.base_url, self.node))
             if err.code in AUTH_STATUSES:
-                raise NetdataAuthRequired(self._refusal(err.code, shown), err.code)
+                raise NetdataAuthRequired(self._refusal(err.code, shown, body), err.code)
             detail = ": " + body if body else ""
             raise NetdataHTTPError("{0} answered HTTP {1} to {2}{3}.".format(
                 self.who, err.code, shown, detail.rstrip(".")), err.code)
@@ -148,9 +148,15 @@ class NetdataClient:
             raise NetdataUnreachable("The connection to Netdata at {0} failed while reading {1} ({2}).".format(
                 self.where, path, _reason(err)))
 
-    def _refusal(self, status, shown):
-        """The sentence for a 401/403/412: a token is needed, or the one given was not taken."""
+    def _refusal(self, status, shown, body):
+        """The sentence for a 401/403/412: a token is needed, or the one given was not taken.
+        A 403 without a token may also be an address refused by `[web] allow ... from` (1.37
+        answers that with 403 "You are not allowed to access this resource.")."""
         start = "{0} answered HTTP {1} to {2}".format(self.who, status, shown)
+        if not self._token and status == 403:
+            return ("{0} ({1}): its netdata.conf `[web] allow connections from` / `allow dashboard from` "
+                    "may leave this machine out, or it wants a bearer token, which the advisor takes from "
+                    "the environment variable {2} (or --token).".format(start, body.rstrip(".") or "refused", TOKEN_ENV))
         if not self._token:
             return ("{0}: it refuses API calls without a bearer token (Netdata's bearer token protection "
                     "is on); give the advisor one in the environment variable {1} (or with --token).".format(

@@ -260,11 +260,12 @@ def test_the_token_travels_in_v2s_header_and_nowhere_else():
 
 
 @pytest.mark.parametrize("status, with_token, words", [
-    (401, False, TOKEN_ENV), (403, False, TOKEN_ENV), (403, True, "does not allow this call"),
-    (401, True, "did not accept the bearer token")])
+    (401, False, TOKEN_ENV), (403, False, TOKEN_ENV), (403, False, "allow connections from"),
+    (403, True, "does not allow this call"), (401, True, "did not accept the bearer token")])
 def test_refusals_by_status_are_one_sentence(status, with_token, words):
-    """401 (a proxy in front) and 403 (a signed-in identity without the permission, per v2's
-    source) are synthetic here: the real v2.11 refuses with 412 (the test above)."""
+    """401 (a proxy in front) and 403 (v2: a signed-in identity without the permission, per its
+    source; 1.37: an address its [web] allow ... from leaves out) are synthetic here: the real
+    v2.11 refuses with 412 (the test above)."""
     token = str(uuid.uuid4())
     routes = {("/api/v1/info", None): (status, "text/plain", "refused (synthetic, not recorded)")}
     with Replay(routes) as server:
