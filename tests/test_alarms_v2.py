@@ -324,12 +324,15 @@ def test_v2_alarms_load_on_every_chart_they_should_and_evaluate(netdata_v2_facto
     worst_cpu = evaluated["netdrops_roles.softnet_dropped.netdrops_backlog_exceeded"]["value"]
     all_cpus = evaluated["netdrops_roles.softnet_dropped.netdrops_1m_softnet_drops"]["value"]
     record_property("fake_worst_cpu_per_s", worst_cpu)
-    assert 1.8 <= worst_cpu <= 2.05, "not the worst CPU's 2/s (the sum would be 3/s): {0}".format(worst_cpu)
-    assert 2.7 <= all_cpus <= 3.05, all_cpus
+    record_property("fake_all_cpus_per_s", all_cpus)
+    # the first evaluation may see a few seconds less than the minute: compare the two alarms
+    # of one chart, which read the same window (the sum of the CPUs would equal the total)
+    assert 2.4 <= all_cpus <= 3.05, all_cpus
+    assert 0.6 <= worst_cpu / all_cpus <= 0.72, "not the worst CPU: {0} of {1}".format(worst_cpu, all_cpus)
     for role in HOST_ROLES | CONTAINER_ROLES:
         side = "host" if role in HOST_ROLES else "container"
         key = "netdrops_roles.iface_{0}_drops.netdrops_{1}_inbound_drops".format(role, side)
-        assert evaluated[key]["status"] == "CRITICAL" and 4.5 <= evaluated[key]["value"] <= 5.05, key
+        assert evaluated[key]["status"] == "CRITICAL" and 4 <= evaluated[key]["value"] <= 5.05, key
     assert log_problems(nd, ("netdrops", "ndroles")) == []
 
 
