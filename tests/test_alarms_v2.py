@@ -220,7 +220,8 @@ for role in roles:
     r = role.replace("-", "_")
     chart("iface_%%s_drops" %% r, "drops", "netdrops.iface_drops", role, [("inbound", 1), ("outbound", -1)])
     chart("iface_%%s_packets" %% r, "packets", "netdrops.iface_packets", role, [("received", 1), ("dropped", 1)])
-print("CHART netdrops_roles.softnet_dropped '' 'backlog drops' 'packets/s' 'softnet' 'netdrops.softnet_dropped' line 1 1 '' 'ndroles.plugin' 'roles'")
+print("CHART netdrops_roles.softnet_dropped '' 'backlog drops' 'packets/s' 'softnet' 'netdrops.softnet_dropped' "
+      "line 1 1 '' 'ndroles.plugin' 'roles'")
 print("CLABEL 'source' 'test' 1\nCLABEL_COMMIT")
 for dim in ("cpu0", "cpu1", "total"):
     print("DIMENSION '%%s' '%%s' incremental 1 1" %% (dim, dim))
@@ -230,8 +231,10 @@ while True:
     for role in roles:
         r = role.replace("-", "_")
         print("BEGIN netdrops_roles.iface_%%s_drops\nSET 'inbound' = %%d\nSET 'outbound' = 0\nEND" %% (r, 5 * n))
-        print("BEGIN netdrops_roles.iface_%%s_packets\nSET 'received' = %%d\nSET 'dropped' = %%d\nEND" %% (r, 1000 * n, 5 * n))
-    print("BEGIN netdrops_roles.softnet_dropped\nSET 'cpu0' = %%d\nSET 'cpu1' = %%d\nSET 'total' = %%d\nEND" %% (n, 2 * n, 3 * n))
+        print("BEGIN netdrops_roles.iface_%%s_packets\nSET 'received' = %%d\nSET 'dropped' = %%d\nEND"
+              %% (r, 1000 * n, 5 * n))
+    print("BEGIN netdrops_roles.softnet_dropped\nSET 'cpu0' = %%d\nSET 'cpu1' = %%d\nSET 'total' = %%d\nEND"
+          %% (n, 2 * n, 3 * n))
     sys.stdout.flush()
     time.sleep(1)
 """ % {"roles": ROLES, "kinds": KIND_OF_ROLE}
@@ -506,7 +509,9 @@ while True:
         cid = chart_id(name, labels)
         if cid not in updated:
             out += chart_lines(cid, name, kind, labels, helps.get(name, ""))
-        out.append("BEGIN '%s.%s' %d" % (TYPE, cid, since) if cid in updated and since else "BEGIN '%s.%s'" % (TYPE, cid))
+        # a chart's first update carries no interval (job.go updateChart: !chart.updated)
+        begin = "BEGIN '%s.%s'" % (TYPE, cid)
+        out.append(begin + " %d" % since if cid in updated and since else begin)
         out += ["SET '%s' = %d" % (name, int(value * PRECISION)), "END", ""]
         updated.add(cid)
     sys.stdout.write("\n".join(out) + "\n")
