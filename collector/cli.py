@@ -67,8 +67,9 @@ def main(argv=None):
 
     args = parser.parse_args(argv)
     if args.command == "plugin":
+        from .functions import installed_providers
         from .plugin import main as plugin_main
-        return plugin_main([args.update_every] if args.update_every else [])
+        return plugin_main([args.update_every] if args.update_every else [], providers=installed_providers())
     if args.command == "openmetrics":
         from .openmetrics_server import main as openmetrics_main
         return openmetrics_main(args.listen, args.update_every)

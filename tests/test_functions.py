@@ -22,6 +22,7 @@ import uuid
 import pytest
 
 from lab import HEAVY, RPS_TARGET_CPU
+from netdrops_advisor import function as advisor_function
 from netdrops_collector import functions, softnet
 from protocol_check import parse
 
@@ -174,7 +175,7 @@ def rows_of(doc, kind):
 def test_plugin_registers_the_function_and_answers_on_stdin(plugin):
     text = plugin.wait_for('FUNCTION GLOBAL "netdrops-advisor"')
     stream = parse(text[:text.rindex("\n") + 1])  # strict: every line is plugins.d protocol
-    assert stream.functions["netdrops-advisor"] == (functions.TIMEOUT, functions.HELP)
+    assert stream.functions["netdrops-advisor"] == (advisor_function.TIMEOUT, advisor_function.HELP)
     # announced once, after the first charts, so it never sits inside a BEGIN/END block
     assert text.index("CHART ") < text.index("FUNCTION GLOBAL")
     time.sleep(2.5)  # a few ticks of samples
@@ -198,7 +199,7 @@ def test_plugin_registers_the_function_and_answers_on_stdin(plugin):
     status, ctype, body = plugin.call("netdrops-advisor format:json window:10")
     assert status == 200 and json.loads(body)["schema"] == "netdrops-advisor/1"
     status, ctype, body = plugin.call("netdrops-advisor help")
-    assert (status, ctype, body.strip()) == (200, "text/plain", functions.HELP)
+    assert (status, ctype, body.strip()) == (200, "text/plain", advisor_function.HELP)
     status, ctype, body = plugin.call("netdrops-advisor window:5")
     assert status == 400 and "window" in json.loads(body)["error_message"]
     status, ctype, body = plugin.call("processes")
@@ -344,16 +345,16 @@ def test_quit_without_a_newline_ends_the_plugin_at_once_with_0(plugin):
 
 
 def test_params_are_read_in_both_spellings_and_from_a_json_body():
-    assert functions.parse_params(["window:30", "format:text"]) == (30, "text")
-    assert functions.parse_params(["window=30", "format=json"]) == (30, "json")
-    assert functions.parse_params(["info", "after:1", "before:2"]) == (functions.WINDOW, "info")
-    assert functions.payload_params('{"selections": {"window": ["120"]}, "after": 1}', "application/json") == \
+    assert advisor_function.parse_params(["window:30", "format:text"]) == (30, "text")
+    assert advisor_function.parse_params(["window=30", "format=json"]) == (30, "json")
+    assert advisor_function.parse_params(["info", "after:1", "before:2"]) == (advisor_function.WINDOW, "info")
+    assert advisor_function.payload_params('{"selections": {"window": ["120"]}, "after": 1}', "application/json") == \
         ["window:120"]
-    assert functions.payload_params('{"window": 30, "format": "text"}', None) == ["window:30", "format:text"]
-    assert functions.payload_params("", "application/json") == []
+    assert advisor_function.payload_params('{"window": 30, "format": "text"}', None) == ["window:30", "format:text"]
+    assert advisor_function.payload_params("", "application/json") == []
     for body in ('[1]', '{"window": [1, 2]}', '{"window": true}', '{'):
         with pytest.raises(functions.CallError) as error:
-            functions.payload_params(body, "application/json")
+            advisor_function.payload_params(body, "application/json")
         assert error.value.status == 400
 
 
@@ -456,25 +457,25 @@ def test_netdata_137_passes_a_call_to_the_plugin_and_the_answer_back(netdata_fac
         install_plugin(nd.root, nd.plugins_dir, nd.config_dir)
         nd.start()
         parent.accept()
-        registered = nd.wait_for(lambda: nd.api("/api/v1/info").get("functions", {}).get(functions.NAME), 60,
+        registered = nd.wait_for(lambda: nd.api("/api/v1/info").get("functions", {}).get(advisor_function.NAME), 60,
                                  what="netdrops-advisor in /api/v1/info functions")
-        assert registered["help"] == functions.HELP and registered["timeout"] == functions.TIMEOUT
+        assert registered["help"] == advisor_function.HELP and registered["timeout"] == advisor_function.TIMEOUT
         assert "GLOBAL" in registered["options"]
         # 1.37 keeps Functions off its own HTTP API: Netdata Cloud (or a parent) calls them
         with pytest.raises(Exception) as refused:
-            nd.api("/api/v1/function", {"function": functions.NAME})
+            nd.api("/api/v1/function", {"function": advisor_function.NAME})
         assert getattr(refused.value, "code", None) == 403
         nd.wait_chart("netdrops_local.softnet_dropped")
         time.sleep(2)
 
-        status, ctype, body = parent.call(functions.NAME)
+        status, ctype, body = parent.call(advisor_function.NAME)
         assert (status, ctype) == (200, "application/json")
         doc = json.loads(body)
         check_table(doc)
         assert doc["report"]["node"] == nd.hostname  # computed inside Netdata's plugin (NETDATA_HOSTNAME)
         assert doc["update_every"] == 1
         # Netdata rewrites '=' to ':' on the way: window=10 arrives as window:10
-        status, ctype, body = parent.call(functions.NAME + " window=10 format=text")
+        status, ctype, body = parent.call(advisor_function.NAME + " window=10 format=text")
         assert (status, ctype) == (200, "text/plain") and "backlog drops" in body
         # no complaint about our FUNCTION lines (1.37 logs malformed ones and unknown transactions)
         assert not [line for line in nd.log_text().splitlines() if "FUNCTION" in line]
