@@ -1,8 +1,9 @@
 """Netdata Functions in the external plugin: the plugins.d machinery that receives calls on
 stdin, runs each on a thread of its own and writes its one answer. What a Function computes is
 its provider's: a provider is a callable `provide(host, job)` that registers Functions on the
-FunctionHost (and may observe the job's ticks with job.add_tick_observer); the plugin's main()
-is given its providers and names none itself (the advisor's is netdrops_advisor.function).
+FunctionHost (and may observe the job's ticks with job.add_tick_observer). The plugin's main()
+is given its providers (the installed launcher names them, `netdrops-collector plugin` reads the
+PROVIDER_GROUP entry points); the collector names none itself and loads what it is given.
 
 plugins.d protocol (read from Netdata's source, 1.37 and v2, and checked against a running
 1.37.1 and v2.11.0-90 with a plugin that logged every byte it received):
