@@ -7,12 +7,11 @@ launcher passes to the plugin when the advisor is installed beside the collector
 `netdrops-collector plugin` finds through the `netdrops.functions` entry point group. The
 collector never imports the advisor.
 
-The plugin's main loop only appends references to what each tick already produced (History);
-each call runs on a thread of its own, so a call never delays a collection nor the reading of a
+The plugin's main loop keeps, after each tick, the core's snapshot of it (History); each call runs on a thread of its own, so a call never delays a collection nor the reading of a
 FUNCTION_CANCEL. Everything the collector measures comes from the plugin's ticks (softnet per
 CPU, interface drops, drops by kind, socket counters, tuning, and the backlog length seen at
-every tick); what it does not measure is read alongside, every ANCHOR_SECONDS: /proc/stat for
-CPU busy time and UDP SndbufErrors. RX queues, RPS masks and the UDP sockets that dropped
+every tick, all in its snapshots); what it does not measure is read alongside, every
+ANCHOR_SECONDS: /proc/stat for CPU busy time. RX queues, RPS masks and the UDP sockets that dropped
 (since they opened) are read when called, as the advisor does with a Netdata source.
 """
 
@@ -23,12 +22,10 @@ import socket
 import threading
 import time
 
-from netdrops_collector import functions, tuning
-from netdrops_collector.charts import CTX_IFACE_DROPS, CTX_IFACE_NIC_LOSS, CTX_IFACE_PACKETS, PRECISION
+from netdrops_collector import functions, model, tuning
 from netdrops_collector.functions import CallError
 
 from . import hostfacts, kernel_sampler, procstat, render
-from .evidence import TUNING_KEYS
 from .report import build_report
 
 log = logging.getLogger("netdrops")
@@ -38,8 +35,7 @@ TIMEOUT = 10            # seconds Netdata waits; the answer comes from memory in
 PARAM_NAMES = ("window", "format")
 WINDOW = 60             # seconds of samples examined by default
 MAX_WINDOW = 300
-ANCHOR_SECONDS = 10     # pace of the /proc/stat and SndbufErrors readings, and of kept samples
-IFACE_CONTEXTS = (CTX_IFACE_DROPS, CTX_IFACE_NIC_LOSS, CTX_IFACE_PACKETS)
+ANCHOR_SECONDS = 10     # pace of the /proc/stat readings, and of kept snapshots
 HELP = ("Receive-path packet drops: findings and recommended changes from the netdrops advisor, "
         "computed from the netdrops.plugin samples of the last minute. Parameters: window:SECONDS "
         "(10-300), format:text (the advisor text report), format:json (its JSON report), help.")
@@ -57,31 +53,28 @@ def provide(host, job):
 # -- what the main loop keeps -------------------------------------------------------------------
 
 class Anchor:
-    """A tick whose values start a window: its totals, and the readings taken with it."""
-    __slots__ = ("mono", "wall", "values", "proc_stat", "sndbuf", "peaks")
+    """A tick that starts a window: the core's snapshot, and the reading taken with it."""
+    __slots__ = ("snapshot", "proc_stat", "peaks")
 
-    def __init__(self, mono, wall, values, proc_stat, sndbuf, peaks):
-        self.mono = mono
-        self.wall = wall
-        self.values = values
+    def __init__(self, snapshot, proc_stat, peaks):
+        self.snapshot = snapshot
         self.proc_stat = proc_stat
-        self.sndbuf = sndbuf
         self.peaks = peaks      # {cpu: highest backlog length seen since the previous anchor}
 
 
 class History:
-    """The last MAX_WINDOW + ANCHOR_SECONDS of one job's ticks, cheap enough to keep every tick:
-    observe() stores references to dicts the tick already built; an anchor every ANCHOR_SECONDS
-    adds two small /proc reads."""
+    """The last MAX_WINDOW + ANCHOR_SECONDS of one job's ticks: the newest tick's snapshot (the
+    core's state, made after the tick, on the main loop, so a call on its own thread reads
+    totals no tick is changing), the backlog length peaks, and an anchor every ANCHOR_SECONDS
+    with one small /proc read."""
 
     def __init__(self, window=MAX_WINDOW, anchor_seconds=ANCHOR_SECONDS):
         self.keep = window + anchor_seconds
         self.anchor_seconds = anchor_seconds
         self.lock = threading.Lock()
         self.anchors = []
-        self.latest = None          # (mono, wall, values) of the newest tick
-        self.peaks = {}             # backlog peaks since the newest anchor
-        self.iface_charts = {}      # chart id -> Chart, replaced whole on change
+        self.latest = None          # the newest tick's model.Snapshot
+        self.peaks = {}             # backlog length peaks since the newest anchor
         self.collector = None
         self.failed = False
 
@@ -89,71 +82,52 @@ class History:
         """Called by the plugin's main loop after every tick of the job (no waiting inside).
         Never raises: the Function must not cost a collection."""
         try:
-            self._observe(collector, values, changes, mono, time.time() if wall is None else wall)
+            self._observe(collector, mono, time.time() if wall is None else wall)
         except Exception as error:
             if not self.failed:
                 log.error("function %s: keeping samples failed: %s: %s", NAME, type(error).__name__, error)
             self.failed = True
 
-    def _observe(self, collector, values, changes, mono, wall):
-        peaks = _backlog_lengths(values, collector.tuning.get("netdev_max_backlog"))
+    def _observe(self, collector, mono, wall):
+        snap = collector.snapshot(mono, wall)
         with self.lock:
             if collector is not self.collector:  # a new collector counts from 0 again
                 self.collector = collector
-                self.anchors, self.peaks, self.iface_charts = [], {}, {}
-            if changes.created or changes.obsoleted:
-                charts = dict(self.iface_charts)
-                for chart in changes.created:
-                    if chart.context in IFACE_CONTEXTS:
-                        charts[chart.id] = chart
-                for chart in changes.obsoleted:
-                    charts.pop(chart.id, None)
-                self.iface_charts = charts
-            for cpu, length in peaks.items():
-                if length > self.peaks.get(cpu, -1):
-                    self.peaks[cpu] = length
-            self.latest = (mono, wall, values)
-            due = not self.anchors or mono - self.anchors[-1].mono >= self.anchor_seconds
+                self.anchors, self.peaks = [], {}
+            for cpu in snap.cpus:
+                if cpu.backlog_len is not None and cpu.backlog_len > self.peaks.get(cpu.cpu, -1):
+                    self.peaks[cpu.cpu] = cpu.backlog_len
+            self.latest = snap
+            due = not self.anchors or mono - self.anchors[-1].snapshot.monotonic >= self.anchor_seconds
         if due:
-            anchor = Anchor(mono, wall, values, *read_extras(collector.hostfs), peaks=None)
+            anchor = Anchor(snap, read_proc_stat(collector.hostfs), peaks=None)
             with self.lock:
                 anchor.peaks, self.peaks = self.peaks, {}
                 self.anchors.append(anchor)
-                while len(self.anchors) > 1 and mono - self.anchors[1].mono >= self.keep:
+                while len(self.anchors) > 1 and mono - self.anchors[1].snapshot.monotonic >= self.keep:
                     del self.anchors[0]
 
     def window(self, seconds):
-        """(start anchor, later anchors, latest tick, current peaks, iface charts, collector) for
-        a window of about `seconds` ending at the newest tick; None before two ticks."""
+        """(start anchor, later anchors, latest snapshot, current peaks, collector) for a window
+        of about `seconds` ending at the newest tick; None before two ticks."""
         with self.lock:
-            if self.latest is None or not self.anchors or self.latest[0] <= self.anchors[0].mono:
+            if self.latest is None or not self.anchors or self.latest.monotonic <= self.anchors[0].snapshot.monotonic:
                 return None
-            end = self.latest[0]
+            end = self.latest.monotonic
             start = 0
             for i, anchor in enumerate(self.anchors):  # the newest anchor at least `seconds` old
-                if end - anchor.mono >= seconds:
+                if end - anchor.snapshot.monotonic >= seconds:
                     start = i
             return (self.anchors[start], list(self.anchors[start + 1:]), self.latest, dict(self.peaks),
-                    list(self.iface_charts.values()), self.collector)
+                    self.collector)
 
 
-def _backlog_lengths(values, backlog_max):
-    """{cpu: backlog length} from the fill percentages of one tick."""
-    if not backlog_max:
-        return {}
-    prefix = "softnet_backlog_fill_cpu"
-    return {int(k[len(prefix):]): round(v * backlog_max / (100 * PRECISION))
-            for k, v in values.items() if k.startswith(prefix)}
-
-
-def read_extras(hostfs):
-    """(/proc/stat per CPU, UDP SndbufErrors): what the advisor reads that the collector does not
-    chart. None for what cannot be read."""
+def read_proc_stat(hostfs):
+    """/proc/stat per CPU (for CPU busy time, which the collector does not read); None when unreadable."""
     try:
-        proc_stat = procstat.read_proc_stat(hostfs)
+        return procstat.read_proc_stat(hostfs)
     except OSError:
-        proc_stat = None
-    return proc_stat, kernel_sampler.read_udp_sndbuf_errors(hostfs)
+        return None
 
 
 def payload_params(payload, content_type):
@@ -184,38 +158,26 @@ def parse_params(params):
     return window, fmt
 
 
-def evidence_from_history(window_data, node, host=None, now_extras=None):
-    """The advisor's Evidence from one window of the plugin's samples, plus what is read now:
-    the settings, /proc/stat and SndbufErrors (unless given), host facts, RX queues and RPS
-    masks, and the UDP sockets that dropped."""
-    start, later, latest, peaks_now, iface_charts, collector = window_data
-    end_mono, end_wall, values = latest
-    base = start.values
-    delta = {k: v - base.get(k, 0) for k, v in values.items()}
+def evidence_from_history(window_data, node, host=None, now_stat=None):
+    """The advisor's Evidence from one window of the plugin's samples (the difference of two of
+    the core's snapshots, through the same builder as the kernel sampler), plus what is read now:
+    the settings, /proc/stat (unless given), host facts, RX queues and RPS masks, and the UDP
+    sockets that dropped."""
+    start, later, latest, peaks_now, collector = window_data
     peaks = dict(peaks_now)
     for anchor in later:
         for cpu, length in anchor.peaks.items():
             peaks[cpu] = max(peaks.get(cpu, 0), length)
+    window = model.delta(start.snapshot, latest, peaks)
     hostfs = collector.hostfs
-    stat_after, sndbuf_after = now_extras if now_extras is not None else read_extras(hostfs)
     # the settings as they are now (the collector re-reads them only every tuning_every seconds)
-    settings = dict(collector.tuning)
-    settings.update(tuning.read_sysctls(hostfs))
+    window.tuning.update(tuning.read_sysctls(hostfs))
     sample = kernel_sampler.KernelSample(
-        seconds=end_mono - start.mono, start_time=int(start.wall), end_time=int(end_wall),
-        values=delta, iface_charts=[c for c in iface_charts if c.context != CTX_IFACE_PACKETS],
-        backlog_peak=peaks, tuning={k: settings.get(k) for k in TUNING_KEYS},
-        cpu_ids_guessed=collector.cpu_ids_guessed,
-        stat_before=start.proc_stat, stat_after=stat_after, netdev_before=None, netdev_after=None,
-        sndbuf_before=start.sndbuf, sndbuf_after=sndbuf_after, udp_before=[], udp_after=[])
-    evidence = kernel_sampler.evidence_from_sample(sample, node, host or hostfacts.read_host_facts(hostfs))
-    evidence.source_detail = "netdrops.plugin's own samples of the last {0:.0f} s".format(sample.seconds)
-    for chart in iface_charts:  # packets received, which the kernel path reads from /proc/net/dev
-        iface = evidence.iface(chart.labels.get("device"))
-        if chart.context == CTX_IFACE_PACKETS and iface is not None and iface.rx_packets is None:
-            received = [d.id for d in chart.dims if d.name == "received"]
-            if received and received[0] in delta:
-                iface.rx_packets = float(delta[received[0]])
+        window=window, stat_before=start.proc_stat,
+        stat_after=now_stat if now_stat is not None else read_proc_stat(hostfs), udp_before=[], udp_after=[])
+    evidence = kernel_sampler.evidence_from_sample(
+        sample, node, host or hostfacts.read_host_facts(hostfs),
+        source_detail="netdrops.plugin's own samples of the last {0:.0f} s".format(window.seconds))
     hostfacts.enrich_interfaces(evidence, hostfs)
     evidence.udp_socket_drops = hostfacts.udp_sockets_now(hostfs)
     hostfacts.name_socket_owners(evidence, hostfs.path("proc"))
