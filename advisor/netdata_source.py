@@ -163,6 +163,31 @@ def window_from_answers(mode, windows, labels, notes=()):
     """Netdata's answers ({context: netdata_api Window}, chart labels) -> (model.Window,
     {cpu: (busy %, softirq %)}, notes) (pure). Counts are the sums of per-second rates over
     the window; None where the charts do not say."""
+    main = windows[main_context(mode, windows)]
+    notes = list(notes)
+    cpus = _cpus(mode, windows, notes)
+    tuning, rps_interfaces = {}, None
+    if nd_charts.CTX_TUNING in windows:
+        for col in windows[nd_charts.CTX_TUNING].columns:
+            if col.dim_name in TUNING_KEYS and col.latest is not None:
+                tuning[col.dim_name] = int(col.latest)
+            elif col.dim_name == "rps_interfaces" and col.latest is not None:
+                rps_interfaces = int(col.latest)
+    drops_by_kind = None
+    if nd_charts.CTX_DROPS_BY_KIND in windows:
+        w = windows[nd_charts.CTX_DROPS_BY_KIND]
+        drops_by_kind = {k: _count(v, w) or 0.0 for k, v in _first_chart(w).items()}
+    window = model.Window(
+        float(main.seconds), max(main.after, main.first_entry or 0), main.before,
+        cpus=[cpus[k] for k in sorted(cpus)], interfaces=_interfaces(mode, windows, labels),
+        drops_by_kind=drops_by_kind, sockets=_sockets(mode, windows), tuning=tuning,
+        rps_interfaces=rps_interfaces, cpu_ids_guessed=(mode == SOURCE_STOCK))
+    return window, _utilisation(windows, cpus), notes
+
+
+def _cpus(mode, windows, notes):
+    """{cpu id: model.CpuCounts} from the softnet charts (-1: all CPUs, when Netdata has no
+    per-CPU charts); what the reader should know about the CPU numbers goes to `notes`."""
     main_ctx = main_context(mode, windows)
     main = windows[main_ctx]
     cpus = {}
@@ -172,7 +197,6 @@ def window_from_answers(mode, windows, labels, notes=()):
             cpus[cpu_id] = model.CpuCounts(cpu_id)
         return cpus[cpu_id]
 
-    notes = list(notes)
     if mode == SOURCE_NETDROPS:
         for ctx, attr in ((nd_charts.CTX_SOFTNET_DROPPED, "dropped"), (nd_charts.CTX_SOFTNET_SQUEEZE, "squeezed"),
                           (nd_charts.CTX_SOFTNET_PROCESSED, "processed")):
@@ -211,32 +235,18 @@ def window_from_answers(mode, windows, labels, notes=()):
         c.squeezed = _count(dims.get("squeezed"), main) or 0.0
         c.flow_limit = _count(dims.get("flow_limit_count"), main)
         notes.append(NO_PER_CPU_NOTE)
+    return cpus
 
-    utilisation = {}
-    if "cpu.cpu" in windows:
-        for chart_id, dims in windows["cpu.cpu"].by_chart().items():
-            m = CPU_IN_CHART.search(chart_id)
-            if m and int(m.group(1)) in cpus:
-                values = [v for v in dims.values() if v is not None]
-                utilisation[int(m.group(1))] = (min(100.0, sum(values)) if values else None, dims.get("softirq"))
 
-    tuning, rps_interfaces = {}, None
-    if nd_charts.CTX_TUNING in windows:
-        for col in windows[nd_charts.CTX_TUNING].columns:
-            if col.dim_name in TUNING_KEYS and col.latest is not None:
-                tuning[col.dim_name] = int(col.latest)
-            elif col.dim_name == "rps_interfaces" and col.latest is not None:
-                rps_interfaces = int(col.latest)
-    drops_by_kind = None
-    if nd_charts.CTX_DROPS_BY_KIND in windows:
-        w = windows[nd_charts.CTX_DROPS_BY_KIND]
-        drops_by_kind = {k: _count(v, w) or 0.0 for k, v in _first_chart(w).items()}
-    window = model.Window(
-        float(main.seconds), max(main.after, main.first_entry or 0), main.before,
-        cpus=[cpus[k] for k in sorted(cpus)], interfaces=_interfaces(mode, windows, labels),
-        drops_by_kind=drops_by_kind, sockets=_sockets(mode, windows), tuning=tuning,
-        rps_interfaces=rps_interfaces, cpu_ids_guessed=(mode == SOURCE_STOCK))
-    return window, utilisation, notes
+def _utilisation(windows, cpus):
+    """{cpu: (busy %, softirq %)} from cpu.cpu, for the CPUs the softnet charts named."""
+    out = {}
+    for chart_id, dims in (windows["cpu.cpu"].by_chart().items() if "cpu.cpu" in windows else ()):
+        m = CPU_IN_CHART.search(chart_id)
+        if m and int(m.group(1)) in cpus:
+            values = [v for v in dims.values() if v is not None]
+            out[int(m.group(1))] = (min(100.0, sum(values)) if values else None, dims.get("softirq"))
+    return out
 
 
 def _interfaces(mode, windows, labels):
