@@ -12,11 +12,13 @@ Steps, in the spirit of tuned's apply / verify / unapply:
             reverse, and names the write that failed and why.
   finish    completes a plan a killed run left in the snapshot.
 Nothing here runs a program: values are written to /proc and /sys files directly.
+
+execute() passes named fault-injection points (checkpoint() below) where a killed run leaves a
+snapshot to recover from; in the product they do nothing.
 """
 
 import difflib
 import os
-import signal
 from dataclasses import dataclass, field
 from typing import List
 
@@ -28,7 +30,6 @@ from .persist import DROPIN, UDEV_RULES, FileState, PersistError
 from .settings import SettingError
 from .snapshot import APPLIED, FileEntry, RuntimeEntry, Snapshot, StateError, rollback
 
-TEST_HOOK_ENV = "NETDROPS_TEST_KILL_AT"   # tests only: SIGKILL this process at a named point
 DEFAULT_MASK = "net.core.rps_default_mask"
 
 
@@ -77,10 +78,12 @@ class Plan:
         return not self.runtime and not self.files
 
 
-def test_hook(point):
-    """Tests kill the process here (NETDROPS_TEST_KILL_AT=after-snapshot, after-write-1, ...)."""
-    if os.environ.get(TEST_HOOK_ENV) == point:
-        os.kill(os.getpid(), signal.SIGKILL)
+def checkpoint(point):
+    """A named point of execute() where a crash must be recoverable: 'after-snapshot',
+    'after-write-N' (the Nth runtime value), 'after-file'. It does nothing. The crash tests run
+    the advisor through tests/advisor_killed_at.py, which replaces this function in its own
+    process to SIGKILL itself at one point; no environment variable, file or option reaches
+    it, so a real --apply cannot be killed here by accident."""
 
 
 # -- plan --------------------------------------------------------------------------------------
@@ -263,7 +266,7 @@ def execute(plan, paths, state, previous=None, verify=None):
     runtime, files = _entries(plan)
     snap = (previous or Snapshot()).merged(runtime, files, plan.dirs, verify)
     state.save(snap)
-    test_hook("after-snapshot")
+    checkpoint("after-snapshot")
     done, made, written = [], [], []
     try:
         for n, change in enumerate(plan.runtime, 1):
@@ -272,7 +275,7 @@ def execute(plan, paths, state, previous=None, verify=None):
             if not settings.settled(change.path, change.value_type, change.new, live):
                 raise SettingError("The kernel kept {0} at {1} after {2} was written to {3}.".format(
                     change.setting, live, change.new, paths.real(change.path)))
-            test_hook("after-write-{0}".format(n))
+            checkpoint("after-write-{0}".format(n))
         for directory in plan.dirs:
             try:
                 os.mkdir(paths.real(directory), 0o755)
@@ -285,7 +288,7 @@ def execute(plan, paths, state, previous=None, verify=None):
             except OSError as err:
                 raise PersistError("Writing {0} failed: {1}.".format(paths.real(change.path), err.strerror))
             written.append(change)
-            test_hook("after-file")
+            checkpoint("after-file")
     except KeyboardInterrupt:
         problems = _undo(done, written, made, paths)
         if problems:

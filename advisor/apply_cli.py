@@ -11,9 +11,11 @@ import shlex
 import socket
 import sys
 
-from . import persist, verify
+from . import persist, render, verify
 from .apply import ApplyError, build_plan, execute, finish, pending, render_diff
-from .errors import AdvisorError, MissingEvidence, NetdataError
+from .examine import examine
+from .gather import is_loopback_url
+from .netdata_api import DEFAULT_URL
 from .persist import PersistError
 from .recommend import Recommendation
 from .settings import Paths, SettingError
@@ -146,7 +148,6 @@ class Source:
 
 
 def from_report(report):
-    from . import render
     ev = report.evidence
     if report.error is not None:
         return Source([], [], report.node, False, False, None, 2, error=report.error)
@@ -159,28 +160,10 @@ def gather_report(args, paths, remote):
     """Examine the machine as the advisor does, reading /proc and /sys where --apply writes.
     A tree under --root is examined through the kernel sampler (a local Netdata describes the
     real machine, not the tree) unless --url/--source netdata say otherwise."""
-    from . import cli, gather
-    from .netdata_api import DEFAULT_URL
-    from .report import build_report, error_report
     args.host_prefix = paths.hostfs.prefix
-    url = args.url or DEFAULT_URL
-    report = fallback = None
     use_netdata = args.source == "netdata" or (args.source == "auto" and (
         remote or args.url is not None or paths.real_kernel))
-    try:
-        if use_netdata:
-            try:
-                report = build_report(cli.read_netdata(args, url))
-            except (NetdataError, MissingEvidence) as err:
-                if args.source == "netdata" or remote:
-                    raise
-                fallback = str(err)
-        if report is None:
-            evidence = gather.from_kernel(args.window or cli.KERNEL_WINDOW, hostfs=paths.hostfs)
-            report = build_report(evidence, fallback_reason=fallback)
-    except AdvisorError as err:
-        report = error_report(str(err), node=args.node)
-    return from_report(report)
+    return from_report(examine(args, args.url or DEFAULT_URL, use_netdata, remote, paths.hostfs))
 
 
 def load_report(path):
@@ -296,7 +279,6 @@ def do_apply(args, paths):
 
 
 def _loopback(url):
-    from .gather import is_loopback_url
     return is_loopback_url(url)
 
 

@@ -13,12 +13,11 @@ import traceback
 from netdrops_collector.hostfs import HostFS
 
 from . import __version__, apply_cli, gather, render
-from .errors import AdvisorError, MissingEvidence, NetdataError
+from .errors import AdvisorError
+from .examine import KERNEL_WINDOW, NETDATA_WINDOW, examine
 from .netdata_api import DEFAULT_URL, TOKEN_ENV, NetdataClient, check_token, normalize_url
 from .report import ERROR, HEALTHY, PROBLEMS, build_report, error_report
 
-NETDATA_WINDOW = 60   # Netdata keeps history: a minute costs no waiting
-KERNEL_WINDOW = 10    # sampling the kernel waits this long
 MAX_WINDOW = 86400
 
 EPILOG = """\
@@ -125,36 +124,9 @@ def _hostfs(args):
 
 
 def run_one(args, remote):
-    url = args.url or DEFAULT_URL
-    report = None
-    fallback = None
-    try:
-        if args.source in ("auto", "netdata"):
-            try:
-                report = build_report(read_netdata(args, url))
-            except (NetdataError, MissingEvidence) as err:
-                if args.source == "netdata" or remote:
-                    raise
-                fallback = str(err)
-        if report is None:
-            evidence = gather.from_kernel(args.window or KERNEL_WINDOW, hostfs=_hostfs(args))
-            report = build_report(evidence, fallback_reason=fallback)
-    except AdvisorError as err:
-        report = error_report(str(err), node=args.node)
+    report = examine(args, args.url or DEFAULT_URL, args.source in ("auto", "netdata"), remote, _hostfs(args))
     emit(args, report)
     return report.exit_code
-
-
-def read_netdata(args, url):
-    client = NetdataClient(url, args.timeout, token=args.token)
-    window = args.window or NETDATA_WINDOW
-    if args.node:
-        gather.check_node(client.info(), args.node, client.base_url)
-        node_client = client.for_node(args.node)
-        evidence = gather.from_netdata(node_client, window, hostfs=_hostfs(args))
-        evidence.requests += client.requests
-        return evidence
-    return gather.from_netdata(client, window, hostfs=_hostfs(args))
 
 
 def run_all_nodes(args):

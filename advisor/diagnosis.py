@@ -1,28 +1,53 @@
-"""The diagnosis: a declared table of causes, each with the evidence it needs, a reason, what it
-recommends (remedy ids, see recommend.REMEDIES) and what helps when tuning cannot.
+"""The diagnosis: a declared table of causes, each with the evidence it needs, the thresholds it
+decides by, a reason, what it recommends (remedy ids, see recommend.REMEDIES) and what helps
+when tuning cannot.
 
-Every detector is a pure function of Evidence that returns a Detection (numbers, where, how
-sure) or None. diagnose() runs the table in order; nothing found means nothing is wrong.
+Every detector is a pure function of Evidence and its cause's thresholds (a mapping name ->
+value) that returns a Detection (numbers, where, how sure) or None: no number a decision rests
+on is written inside a detector. diagnose() runs the table in order, skipping (and listing as
+not assessed) a cause whose needed evidence the source does not give; nothing found means
+nothing is wrong.
 """
 
-import collections
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Tuple
 
-# The runbook's success criterion (and --apply --verify's target): drops below 0.5 per second.
-TARGET_DROPS_PER_S = 0.5
-# A counter has to move by at least this much within the window to count as "rising".
-MIN_EVENTS = 1
-# Below this many packets per second, how work is spread over CPUs does not matter.
-MIN_PROCESSED_PER_S = 100
-# One CPU doing this share of all receive work is "concentrated".
-HOT_CPU_SHARE = 0.8
-# A CPU this busy has no time left: a longer queue only adds latency.
-SATURATED_BUSY_PCT = 90.0
-# Backlog fill at or above this share of netdev_max_backlog corroborates overflow.
-BACKLOG_NEAR_FULL_PCT = 50.0
-# An interface counts as carrying traffic for RPS above this many packets per second.
-MIN_RX_PER_S = 10
+
+@dataclass(frozen=True)
+class Threshold:
+    name: str
+    value: float
+    unit: str
+    why: str
+
+
+# -- thresholds several causes share (declared once) -------------------------------------------
+
+TARGET = Threshold("target_drops_per_s", 0.5, "/s",
+                   "the runbook's success criterion (and --apply --verify's): a loss rate below it passes")
+MIN_EVENTS = Threshold("min_events", 1, "events",
+                       "a counter has to move by at least this much within the window to count as rising")
+EXPLAINED_SHARE = Threshold("explained_share", 0.5, "share",
+                            "another counter that accounts for at least this share of a count explains it")
+SATURATED_BUSY = Threshold("saturated_busy_pct", 90.0, "%",
+                           "a CPU this busy has no time left: a longer queue only adds latency")
+MIN_RX_PER_S = Threshold("min_rx_per_s", 10, "/s",
+                         "an interface counts as carrying traffic above this many received packets per second")
+
+# The target as a number, for the success tables (report.py, verify.py).
+TARGET_DROPS_PER_S = TARGET.value
+
+# Facts of the kernel (not decisions): shown beside a value, and stepped from when the current
+# value cannot be read (recommend.py).
+KERNEL_DEFAULTS = {
+    "netdev_max_backlog": 1000,
+    "netdev_budget": 300,
+    "rmem_default": 212992,
+    "rmem_max": 212992,
+    "wmem_default": 212992,
+    "wmem_max": 212992,
+    "rps_sock_flow_entries": 0,
+}
 
 PROBLEM = "problem"
 NOTE = "note"
@@ -57,11 +82,23 @@ class Cause:
     id: str
     title: str
     severity: str
-    needs: str                      # the evidence this cause reads
+    # Evidence fields, named as in evidence.py: "cpus.dropped" (a CpuEvidence field),
+    # "interfaces.missed" (an IfaceEvidence field), "sockets.udp_rcvbuf_errors" (SOCKET_KEYS),
+    # "tuning.rmem_max" (TUNING_KEYS), "host.online_cpus" (HostFacts), "rps_interfaces" (Evidence).
+    # needs: what the detector decides on; without a value for each (any one of "a|b") the
+    # cause is not assessed. reads: what else it reads, to corroborate or to show.
+    needs: Tuple[str, ...]
+    reads: Tuple[str, ...]
+    thresholds: Tuple[Threshold, ...]   # every number the detector decides by
     reason: str                     # why it loses packets, one or two sentences
     remedies: Tuple[str, ...]       # recommend.REMEDIES ids
     beyond_tuning: Optional[str]    # what helps when no setting here does
-    detect: Callable
+    detect: Callable                # (Evidence, {threshold name: value}) -> Detection or None
+
+    @property
+    def limits(self):
+        """{threshold name: value}: what the detector is given."""
+        return {t.name: t.value for t in self.thresholds}
 
 
 @dataclass
@@ -72,6 +109,31 @@ class Finding:
     @property
     def id(self):
         return self.cause.id
+
+
+@dataclass
+class NotAssessed:
+    """A cause the diagnosis could not look at: the source gives none of a field it needs."""
+    cause: Cause
+    missing: Tuple[str, ...]        # the needs entries without a value
+
+    @property
+    def id(self):
+        return self.cause.id
+
+    @property
+    def sentence(self):
+        what = [FIELD_LABELS[name] for name in self.missing]
+        title = self.cause.title
+        return "{0} (needs {1}, which this source does not give)".format(
+            title if title[:2].isupper() else title[0].lower() + title[1:],   # 'TCP ...' stays
+            " and ".join(what) if len(what) < 3 else ", ".join(what[:-1]) + " and " + what[-1])
+
+
+@dataclass
+class Diagnosis:
+    findings: List[Finding]          # problems first, in table order
+    not_assessed: List[NotAssessed]  # in table order
 
 
 def fmt_rate(per_s):
@@ -93,8 +155,8 @@ def cpu_name(cpu_id):
     return "CPU {0}".format(cpu_id) if cpu_id >= 0 else "all CPUs"
 
 
-def _moved(value):
-    return value is not None and value >= MIN_EVENTS
+def _moved(value, min_events):
+    return value is not None and value >= min_events
 
 
 def _where_iface(iface):
@@ -117,51 +179,55 @@ def _inbound_not_missed(iface):
 
 # -- detectors ---------------------------------------------------------------------------------
 
-def detect_backlog_overflow(ev):
+def detect_backlog_overflow(ev, th):
+    min_events, explained, near_full_pct, target = (
+        th["min_events"], th["explained_share"], th["backlog_near_full_pct"], th["target_drops_per_s"])
     total = ev.total("dropped")
-    if not _moved(total):
+    if not _moved(total, min_events):
         return None
-    cpus = sorted((c for c in ev.cpus if _moved(c.dropped)), key=lambda c: -c.dropped)
+    cpus = sorted((c for c in ev.cpus if _moved(c.dropped, min_events)), key=lambda c: -c.dropped)
     backlog = ev.tuning.get("netdev_max_backlog")
     lines = ["softnet_stat 'dropped' (backlog full): {0}".format(", ".join(
         "{0} {1} ({2})".format(cpu_name(c.cpu), fmt_count(c.dropped), fmt_rate(ev.rate(c.dropped))) for c in cpus))
         + " in {0:.0f} s".format(ev.window_seconds)]
-    near_full = [c for c in cpus if c.backlog_peak_pct is not None and c.backlog_peak_pct >= BACKLOG_NEAR_FULL_PCT]
+    near_full = [c for c in cpus if c.backlog_peak_pct is not None and c.backlog_peak_pct >= near_full_pct]
     # the queue fills and drains within a burst: a sampled length of 0 says nothing, so only
     # a length actually caught is shown
     peaks = [c for c in cpus if c.backlog_peak_pct]
+    default = KERNEL_DEFAULTS["netdev_max_backlog"]
     if peaks:
         lines.append("backlog length peak: {0} of net.core.netdev_max_backlog ({1})".format(", ".join(
             "{0} {1:.0f}%".format(cpu_name(c.cpu), c.backlog_peak_pct) for c in peaks), fmt_count(backlog)))
     elif backlog is not None:
         lines.append("net.core.netdev_max_backlog = {0}{1}".format(
-            fmt_count(backlog), " (kernel default 1000)" if backlog != 1000 else ""))
+            fmt_count(backlog), " (kernel default {0})".format(default) if backlog != default else ""))
     # veth: the peer's rx_dropped counts each backlog drop; a NIC's rx_dropped does too
-    receivers = sorted((i for i in ev.interfaces if _moved(_inbound_not_missed(i)) and i.role != "bond-slave"),
+    receivers = sorted((i for i in ev.interfaces
+                        if _moved(_inbound_not_missed(i), min_events) and i.role != "bond-slave"),
                        key=lambda i: -_inbound_not_missed(i))
     matched = sum(_inbound_not_missed(i) for i in receivers)
     for iface in receivers[:5]:
         lines.append("{0}: {1} inbound drops ({2})".format(
             _where_iface(iface), fmt_count(_inbound_not_missed(iface)), fmt_rate(ev.rate(_inbound_not_missed(iface)))))
     # seen from a container: its end of the veth counts the same packets as tx drops
-    senders = _veth_senders(ev)
+    senders = _veth_senders(ev, min_events)
     matched += sum(i.outbound_drops for i in senders)
     for iface in senders[:3]:
         lines.append("{0}: {1} outbound drops ({2}), the sending end of a veth whose peer's backlog "
                      "was full".format(_where_iface(iface), fmt_count(iface.outbound_drops),
                                        fmt_rate(ev.rate(iface.outbound_drops))))
     sndbuf = ev.sockets.get("udp_sndbuf_errors")
-    if _moved(sndbuf):
+    if _moved(sndbuf, min_events):
         lines.append("UDP SndbufErrors rose by {0} alongside: a UDP sender gets ENOBUFS when the "
                      "packet is dropped on its way out, so these are likely the same packets".format(fmt_count(sndbuf)))
     flow = ev.total("flow_limit")
-    if _moved(flow):
+    if _moved(flow, min_events):
         lines.append("flow_limit_count rose by {0}: some of these drops are the flow limit's "
                      "(net.core.flow_limit_cpu_bitmap), which also scales with netdev_max_backlog".format(fmt_count(flow)))
     if near_full:
         confidence, why = "high", "the backlog was seen {0:.0f}% full on CPU {1}".format(
             near_full[0].backlog_peak_pct, near_full[0].cpu)
-    elif (receivers or senders) and matched >= 0.5 * total:
+    elif (receivers or senders) and matched >= explained * total:
         confidence, why = "high", "the interfaces' drop counters match the CPU backlog drops"
     elif ev.source == "netdata-stock":
         confidence, why = "medium", "softnet 'dropped' also counts flow-limit drops and drops of a device going down"
@@ -172,9 +238,9 @@ def detect_backlog_overflow(ev):
         where += ", arriving on " + ", ".join(_where_iface(i) for i in receivers[:3])
     elif senders:
         where += ", sent through " + ", ".join(_where_iface(i) for i in senders[:3])
-    criteria = [Criterion("backlog drops, CPU {0}".format(c.cpu), ev.rate(c.dropped), TARGET_DROPS_PER_S)
+    criteria = [Criterion("backlog drops, CPU {0}".format(c.cpu), ev.rate(c.dropped), target)
                 for c in cpus[:4]]
-    criteria += [Criterion("inbound drops, {0}".format(i.name), ev.rate(_inbound_not_missed(i)), TARGET_DROPS_PER_S)
+    criteria += [Criterion("inbound drops, {0}".format(i.name), ev.rate(_inbound_not_missed(i)), target)
                  for i in receivers[:3]]
     return Detection(
         summary="{0} packets dropped because a CPU's backlog queue was full ({1}) on {2}".format(
@@ -183,13 +249,14 @@ def detect_backlog_overflow(ev):
         cpus=[c.cpu for c in cpus], interfaces=[i.name for i in receivers + senders], criteria=criteria)
 
 
-def _veth_senders(ev):
-    return sorted((i for i in ev.interfaces if i.kind == "veth" and _moved(i.outbound_drops)),
+def _veth_senders(ev, min_events):
+    return sorted((i for i in ev.interfaces if i.kind == "veth" and _moved(i.outbound_drops, min_events)),
                   key=lambda i: -i.outbound_drops)
 
 
-def detect_budget_exhaustion(ev):
-    cpus = [c for c in ev.cpus if _moved(c.dropped) and _moved(c.squeezed)]
+def detect_budget_exhaustion(ev, th):
+    min_events, squeeze_target = th["min_events"], th["squeeze_target_per_s"]
+    cpus = [c for c in ev.cpus if _moved(c.dropped, min_events) and _moved(c.squeezed, min_events)]
     if not cpus:
         return None
     lines = ["time_squeeze on CPUs that drop: {0}".format(", ".join(
@@ -201,12 +268,14 @@ def detect_budget_exhaustion(ev):
             ", ".join(cpu_name(c.cpu) for c in cpus)),
         confidence="medium", confidence_reason="squeezes and drops on the same CPUs; squeezes alone are not drops",
         evidence=lines, cpus=[c.cpu for c in cpus],
-        criteria=[Criterion("time_squeeze, CPU {0}".format(c.cpu), ev.rate(c.squeezed), 1.0) for c in cpus[:2]])
+        criteria=[Criterion("time_squeeze, CPU {0}".format(c.cpu), ev.rate(c.squeezed), squeeze_target)
+                  for c in cpus[:2]])
 
 
-def detect_squeeze_without_drops(ev):
-    cpus = [c for c in ev.cpus if _moved(c.squeezed) and not _moved(c.dropped)]
-    if not cpus or _moved(ev.total("dropped")):
+def detect_squeeze_without_drops(ev, th):
+    min_events = th["min_events"]
+    cpus = [c for c in ev.cpus if _moved(c.squeezed, min_events) and not _moved(c.dropped, min_events)]
+    if not cpus or _moved(ev.total("dropped"), min_events):
         return None
     return Detection(
         summary="time_squeeze rose on {0} with no drops".format(", ".join(cpu_name(c.cpu) for c in cpus)),
@@ -216,42 +285,49 @@ def detect_squeeze_without_drops(ev):
         cpus=[c.cpu for c in cpus])
 
 
-def _rps_candidates(ev):
+def _carries_traffic(ev, iface, min_rx_per_s, min_events):
+    return ((iface.rx_packets is not None and ev.rate(iface.rx_packets) >= min_rx_per_s)
+            or _moved(iface.inbound_drops, min_events))
+
+
+def _rps_candidates(ev, min_rx_per_s, min_events):
     """Interfaces carrying traffic with RPS off that RPS can spread: single-queue devices and
     veths. Only the host itself can tell (per-queue masks are not charted)."""
     found = []
     for iface in ev.interfaces:
         if iface.kind not in ("physical", "veth", "tun", "vlan", "bond") or iface.role == "bond-slave":
             continue
-        busy = (iface.rx_packets is not None and ev.rate(iface.rx_packets) >= MIN_RX_PER_S) or _moved(iface.inbound_drops)
-        if not busy or iface.rps_on is not False:
+        if not _carries_traffic(ev, iface, min_rx_per_s, min_events) or iface.rps_on is not False:
             continue
         if iface.kind == "veth" or iface.rx_queues == 1:
             found.append(iface)
     return found
 
 
-def detect_rx_on_one_cpu(ev):
+def detect_rx_on_one_cpu(ev, th):
+    min_cpus, min_processed, hot_share, pair_share, min_cpus_for_pair, min_events, busy_pct, min_rx = (
+        th["min_cpus_to_spread"], th["min_processed_per_s"], th["hot_cpu_share"], th["hot_pair_share"],
+        th["min_cpus_for_a_pair"], th["min_events"], th["saturated_busy_pct"], th["min_rx_per_s"])
     usable = ev.host.usable_cpus
     n_cpus = len(usable) if usable is not None else len(ev.cpus)
     total = ev.total("processed")
-    if n_cpus < 2 or total is None or ev.rate(total) < MIN_PROCESSED_PER_S:
+    if n_cpus < min_cpus or total is None or ev.rate(total) < min_processed:
         return None
     ranked = sorted((c for c in ev.cpus if c.processed is not None), key=lambda c: -c.processed)
-    hot = ranked[:1] if ranked[0].processed >= HOT_CPU_SHARE * total else ranked[:2]
+    hot = ranked[:1] if ranked[0].processed >= hot_share * total else ranked[:2]
     share = sum(c.processed for c in hot) / total
-    if len(hot) == 2 and (n_cpus < 4 or share < 0.9):
+    if len(hot) > 1 and (n_cpus < min_cpus_for_pair or share < pair_share):
         return None
-    distressed = [c for c in hot if _moved(c.dropped) or _moved(c.squeezed)
-                  or (c.busy_pct is not None and c.busy_pct >= SATURATED_BUSY_PCT)]
+    distressed = [c for c in hot if _moved(c.dropped, min_events) or _moved(c.squeezed, min_events)
+                  or (c.busy_pct is not None and c.busy_pct >= busy_pct)]
     if not distressed:
         return None
-    candidates = _rps_candidates(ev)
+    candidates = _rps_candidates(ev, min_rx, min_events)
     remote_note = None
     if not candidates and not ev.host.local and ev.rps_interfaces == 0:
         # another node: its per-queue masks are not charted, but no interface there has RPS on
         candidates = [i for i in ev.interfaces if i.kind in ("physical", "veth") and i.role != "bond-slave"
-                      and ((i.rx_packets is not None and ev.rate(i.rx_packets) >= MIN_RX_PER_S) or _moved(i.inbound_drops))]
+                      and _carries_traffic(ev, i, min_rx, min_events)]
         remote_note = ("RX queues and rps_cpus masks are only visible on the node itself: run "
                        "netdrops-advisor there for the exact rps_cpus lines.")
     if not candidates:
@@ -277,9 +353,10 @@ def detect_rx_on_one_cpu(ev):
         beyond_tuning=remote_note)
 
 
-def detect_socket_rcvbuf(ev):
+def detect_socket_rcvbuf(ev, th):
+    min_events, small_factor, target = th["min_events"], th["small_rcvbuf_factor"], th["target_drops_per_s"]
     errors = ev.sockets.get("udp_rcvbuf_errors")
-    if not _moved(errors):
+    if not _moved(errors, min_events):
         return None
     dropped = ev.total("dropped")
     lines = ["UDP RcvbufErrors: {0} in {1:.0f} s ({2})".format(fmt_count(errors), ev.window_seconds, fmt_rate(ev.rate(errors)))]
@@ -295,7 +372,8 @@ def detect_socket_rcvbuf(ev):
             ", ".join(sock.owners) or "an unknown process", fmt_count(sock.drops),
             "in the window" if sock.since == "window" else "since it opened", fmt_count(sock.rx_queue)))
     rmem_default = ev.tuning.get("rmem_default")
-    small = [s for s in ev.udp_socket_drops if 0 < s.rx_queue and rmem_default and s.rx_queue * 4 < rmem_default]
+    small = [s for s in ev.udp_socket_drops
+             if 0 < s.rx_queue and rmem_default and s.rx_queue * small_factor < rmem_default]
     if small:
         lines.append("{0} held only {1} bytes while dropping, far below rmem_default: the application "
                      "probably sets a small SO_RCVBUF itself, which no sysctl overrides".format(
@@ -304,18 +382,19 @@ def detect_socket_rcvbuf(ev):
         summary="{0} UDP datagrams ({1}) were dropped because a socket's receive buffer was full".format(
             fmt_count(errors), fmt_rate(ev.rate(errors))),
         confidence="high", confidence_reason="the kernel counts these drops by name (Udp RcvbufErrors)",
-        evidence=lines, criteria=[Criterion("UDP receive-buffer errors", ev.rate(errors), TARGET_DROPS_PER_S)])
+        evidence=lines, criteria=[Criterion("UDP receive-buffer errors", ev.rate(errors), target)])
 
 
-def detect_socket_sndbuf(ev):
+def detect_socket_sndbuf(ev, th):
+    min_events, explained_share, target = th["min_events"], th["explained_share"], th["target_drops_per_s"]
     errors = ev.sockets.get("udp_sndbuf_errors")
-    if not _moved(errors):
+    if not _moved(errors, min_events):
         return None
     # SndbufErrors also count sends the egress path dropped (ENOBUFS), e.g. into a veth whose
     # peer's backlog was full: when backlog or veth drops account for them, they are not a
     # send-buffer problem (backlog_overflow reports them)
-    explained = (ev.total("dropped") or 0) + sum(i.outbound_drops for i in _veth_senders(ev))
-    if explained >= 0.5 * errors:
+    explained = (ev.total("dropped") or 0) + sum(i.outbound_drops for i in _veth_senders(ev, min_events))
+    if explained >= explained_share * errors:
         return None
     return Detection(
         summary="{0} UDP sends ({1}) failed because a socket's send buffer was full".format(
@@ -325,13 +404,14 @@ def detect_socket_sndbuf(ev):
         evidence=["UDP SndbufErrors: {0}".format(fmt_rate(ev.rate(errors))),
                   "net.core.wmem_default = {0}, net.core.wmem_max = {1}".format(
                       fmt_count(ev.tuning.get("wmem_default")), fmt_count(ev.tuning.get("wmem_max")))],
-        criteria=[Criterion("UDP send-buffer errors", ev.rate(errors), TARGET_DROPS_PER_S)])
+        criteria=[Criterion("UDP send-buffer errors", ev.rate(errors), target)])
 
 
-def detect_listen_overflow(ev):
+def detect_listen_overflow(ev, th):
+    min_events, target = th["min_events"], th["target_drops_per_s"]
     overflows = ev.sockets.get("tcp_listen_overflows")
     drops = ev.sockets.get("tcp_listen_drops")
-    if not (_moved(overflows) or _moved(drops)):
+    if not (_moved(overflows, min_events) or _moved(drops, min_events)):
         return None
     worst = max(v for v in (overflows, drops) if v is not None)
     return Detection(
@@ -339,11 +419,12 @@ def detect_listen_overflow(ev):
             fmt_rate(ev.rate(worst))),
         confidence="high", confidence_reason="the kernel counts these by name (TcpExt ListenOverflows/ListenDrops)",
         evidence=["TcpExt ListenOverflows {0}, ListenDrops {1}".format(fmt_rate(ev.rate(overflows)), fmt_rate(ev.rate(drops)))],
-        criteria=[Criterion("TCP listen drops", ev.rate(worst), TARGET_DROPS_PER_S)])
+        criteria=[Criterion("TCP listen drops", ev.rate(worst), target)])
 
 
-def detect_nic_loss(ev):
-    lossy = [i for i in ev.interfaces if i.kind == "physical" and _moved((i.missed or 0) + (i.fifo or 0))]
+def detect_nic_loss(ev, th):
+    min_events, target = th["min_events"], th["target_drops_per_s"]
+    lossy = [i for i in ev.interfaces if i.kind == "physical" and _moved((i.missed or 0) + (i.fifo or 0), min_events)]
     if not lossy:
         return None
     lines = ["{0}: rx_missed {1}, rx_fifo {2}".format(i.name, fmt_rate(ev.rate(i.missed)), fmt_rate(ev.rate(i.fifo)))
@@ -355,13 +436,14 @@ def detect_nic_loss(ev):
         summary="the NIC lost packets before the kernel saw them on {0}".format(", ".join(i.name for i in lossy)),
         confidence="high", confidence_reason="rx_missed/rx_fifo are the NIC's own counters",
         evidence=lines, interfaces=[i.name for i in lossy], beyond_tuning=advice,
-        criteria=[Criterion("NIC misses, {0}".format(i.name), ev.rate((i.missed or 0) + (i.fifo or 0)), TARGET_DROPS_PER_S)
+        criteria=[Criterion("NIC misses, {0}".format(i.name), ev.rate((i.missed or 0) + (i.fifo or 0)), target)
                   for i in lossy])
 
 
-def detect_cpu_saturated(ev):
-    hot = [c for c in ev.cpus if (_moved(c.dropped) or _moved(c.squeezed))
-           and c.busy_pct is not None and c.busy_pct >= SATURATED_BUSY_PCT]
+def detect_cpu_saturated(ev, th):
+    min_events, busy_pct = th["min_events"], th["saturated_busy_pct"]
+    hot = [c for c in ev.cpus if (_moved(c.dropped, min_events) or _moved(c.squeezed, min_events))
+           and c.busy_pct is not None and c.busy_pct >= busy_pct]
     if not hot:
         return None
     return Detection(
@@ -372,16 +454,17 @@ def detect_cpu_saturated(ev):
         cpus=[c.cpu for c in hot])
 
 
-def detect_unexplained_iface_drops(ev):
+def detect_unexplained_iface_drops(ev, th):
     """Interface drops the backlog does not account for: often harmless (frames for protocols
     nobody listens to), sometimes a driver's or a bridge's own limit."""
+    floor, explained_share = th["target_drops_per_s"], th["explained_share"]
     softnet = ev.total("dropped") or 0
     found = []
     for iface in ev.interfaces:
         drops = _inbound_not_missed(iface)
-        if drops is None or ev.rate(drops) < TARGET_DROPS_PER_S or iface.role == "bond-slave":
+        if drops is None or ev.rate(drops) < floor or iface.role == "bond-slave":
             continue
-        if softnet >= 0.5 * drops:
+        if softnet >= explained_share * drops:
             continue  # the backlog explains it (backlog_overflow reports it)
         found.append((iface, drops))
     if not found:
@@ -402,12 +485,94 @@ def detect_unexplained_iface_drops(ev):
         evidence=lines, interfaces=[i.name for i, _d in found])
 
 
+# -- the evidence fields causes read, as a person reads them -----------------------------------
+
+FIELD_LABELS = {
+    "cpus.processed": "softnet_stat 'processed' per CPU",
+    "cpus.dropped": "softnet_stat 'dropped' per CPU",
+    "cpus.squeezed": "softnet_stat time_squeeze per CPU",
+    "cpus.flow_limit": "softnet_stat flow_limit_count",
+    "cpus.backlog_peak_pct": "the backlog length per CPU",
+    "cpus.busy_pct": "per-CPU busy time",
+    "cpus.softirq_pct": "per-CPU softirq time",
+    "interfaces.kind": "the kind of each interface",
+    "interfaces.role": "the role of each interface",
+    "interfaces.rx_packets": "interface received packets",
+    "interfaces.inbound_drops": "interface rx drops",
+    "interfaces.outbound_drops": "interface tx drops",
+    "interfaces.missed": "NIC rx_missed_errors",
+    "interfaces.fifo": "NIC rx_fifo_errors",
+    "interfaces.missed|interfaces.fifo": "NIC rx_missed_errors or rx_fifo_errors",
+    "interfaces.rx_queues": "the RX queues of each interface",
+    "interfaces.rps_masks": "the rps_cpus masks of each interface",
+    "sockets.udp_rcvbuf_errors": "UDP RcvbufErrors",
+    "sockets.udp_in_errors": "UDP InErrors",
+    "sockets.udp_sndbuf_errors": "UDP SndbufErrors",
+    "sockets.tcp_listen_overflows": "TcpExt ListenOverflows",
+    "sockets.tcp_listen_drops": "TcpExt ListenDrops",
+    "sockets.tcp_listen_overflows|sockets.tcp_listen_drops": "TcpExt ListenOverflows or ListenDrops",
+    "tuning.netdev_max_backlog": "net.core.netdev_max_backlog",
+    "tuning.netdev_budget": "net.core.netdev_budget",
+    "tuning.netdev_budget_usecs": "net.core.netdev_budget_usecs",
+    "tuning.rmem_default": "net.core.rmem_default",
+    "tuning.rmem_max": "net.core.rmem_max",
+    "tuning.wmem_default": "net.core.wmem_default",
+    "tuning.wmem_max": "net.core.wmem_max",
+    "udp_socket_drops": "the UDP sockets that dropped",
+    "rps_interfaces": "how many interfaces have RPS on",
+    "host.online_cpus": "the online CPUs",
+    "host.isolated_cpus": "the isolated CPUs",
+    "host.local": "whether the evidence is this machine's",
+}
+
+
+def has_value(ev, name):
+    """Whether the source gives a value for one needs entry ("a|b": either): for a per-CPU or
+    per-interface field, on at least one CPU or interface."""
+    for alternative in name.split("|"):
+        where, _dot, attr = alternative.rpartition(".")
+        if where == "cpus" or where == "interfaces":
+            if any(getattr(item, attr) is not None for item in getattr(ev, where)):
+                return True
+        elif where == "sockets" or where == "tuning":
+            if getattr(ev, where).get(attr) is not None:
+                return True
+        elif where == "host":
+            if getattr(ev.host, attr) is not None:
+                return True
+        elif getattr(ev, attr) is not None:
+            return True
+    return False
+
+
 # -- the table ---------------------------------------------------------------------------------
+
+BACKLOG_NEAR_FULL = Threshold("backlog_near_full_pct", 50.0, "% of netdev_max_backlog",
+                              "a backlog seen this full corroborates that it overflowed")
+SQUEEZE_TARGET = Threshold("squeeze_target_per_s", 1.0, "/s",
+                           "squeezes are not drops: on CPUs that drop, fewer than this per second pass")
+MIN_CPUS_TO_SPREAD = Threshold("min_cpus_to_spread", 2, "CPUs", "RPS needs another CPU to spread work to")
+MIN_PROCESSED = Threshold("min_processed_per_s", 100, "/s",
+                          "below this many packets per second, how work is spread over CPUs does not matter")
+HOT_CPU_SHARE = Threshold("hot_cpu_share", 0.8, "share",
+                          "one CPU doing this share of all receive work is concentrated")
+HOT_PAIR_SHARE = Threshold("hot_pair_share", 0.9, "share",
+                           "else two CPUs count as concentrated only when together they do this share")
+MIN_CPUS_FOR_A_PAIR = Threshold("min_cpus_for_a_pair", 4, "CPUs",
+                                "with fewer CPUs, two doing most of the work is a fair share of the machine")
+SMALL_RCVBUF_FACTOR = Threshold("small_rcvbuf_factor", 4, "x",
+                                "a socket that drops holding under rmem_default / this many bytes has a small "
+                                "SO_RCVBUF of its own")
+
+_INTERFACE_DROPS = ("interfaces.inbound_drops", "interfaces.missed", "interfaces.kind", "interfaces.role")
 
 CAUSES = (
     Cause(
         id="backlog_overflow", title="CPU backlog queue overflow", severity=PROBLEM,
-        needs="softnet 'dropped' per CPU; backlog length vs netdev_max_backlog; interface rx drops",
+        needs=("cpus.dropped",),
+        reads=("cpus.backlog_peak_pct", "cpus.flow_limit", "tuning.netdev_max_backlog", "interfaces.outbound_drops",
+               "sockets.udp_sndbuf_errors") + _INTERFACE_DROPS,
+        thresholds=(MIN_EVENTS, EXPLAINED_SHARE, BACKLOG_NEAR_FULL, TARGET),
         reason="Packets handed to a CPU (by RPS, or by a veth on the sender's CPU) wait in that CPU's "
                "backlog queue; when it holds net.core.netdev_max_backlog packets, the next ones are dropped.",
         remedies=("netdev_max_backlog",),
@@ -416,7 +581,9 @@ CAUSES = (
         detect=detect_backlog_overflow),
     Cause(
         id="budget_exhaustion", title="Receive budget exhausted on dropping CPUs", severity=PROBLEM,
-        needs="softnet time_squeeze and dropped on the same CPUs",
+        needs=("cpus.squeezed", "cpus.dropped"),
+        reads=("tuning.netdev_budget", "tuning.netdev_budget_usecs"),
+        thresholds=(MIN_EVENTS, SQUEEZE_TARGET),
         reason="net_rx_action stops after net.core.netdev_budget packets or netdev_budget_usecs and leaves "
                "the rest queued; with the queue also overflowing, each round ends too early.",
         remedies=("netdev_budget", "netdev_budget_usecs"),
@@ -424,7 +591,12 @@ CAUSES = (
         detect=detect_budget_exhaustion),
     Cause(
         id="rx_on_one_cpu", title="Receive work on one CPU with RPS off", severity=PROBLEM,
-        needs="softnet 'processed' per CPU; RX queues and rps_cpus of interfaces that carry traffic",
+        needs=("cpus.processed",),
+        reads=("cpus.dropped", "cpus.squeezed", "cpus.busy_pct", "interfaces.kind", "interfaces.role",
+               "interfaces.rx_packets", "interfaces.inbound_drops", "interfaces.rx_queues", "interfaces.rps_masks",
+               "rps_interfaces", "host.online_cpus", "host.isolated_cpus", "host.local"),
+        thresholds=(MIN_CPUS_TO_SPREAD, MIN_PROCESSED, HOT_CPU_SHARE, HOT_PAIR_SHARE, MIN_CPUS_FOR_A_PAIR,
+                    MIN_EVENTS, SATURATED_BUSY, MIN_RX_PER_S),
         reason="A single-queue NIC interrupts one CPU, and a veth queues on the sending CPU; without RPS "
                "that CPU does all the receive work while the others idle.",
         remedies=("rps_cpus", "rps_sock_flow_entries", "rps_flow_cnt", "rps_default_mask"),
@@ -432,7 +604,9 @@ CAUSES = (
         detect=detect_rx_on_one_cpu),
     Cause(
         id="socket_rcvbuf_overflow", title="Socket receive buffer overflow", severity=PROBLEM,
-        needs="UDP RcvbufErrors",
+        needs=("sockets.udp_rcvbuf_errors",),
+        reads=("sockets.udp_in_errors", "cpus.dropped", "tuning.rmem_default", "tuning.rmem_max", "udp_socket_drops"),
+        thresholds=(MIN_EVENTS, SMALL_RCVBUF_FACTOR, TARGET),
         reason="The packets reached the socket, but the application did not read them before its receive "
                "buffer filled. This is not a backlog problem: a larger netdev_max_backlog does not help.",
         remedies=("rmem_max", "rmem_default"),
@@ -442,14 +616,18 @@ CAUSES = (
         detect=detect_socket_rcvbuf),
     Cause(
         id="socket_sndbuf_overflow", title="Socket send buffer overflow", severity=PROBLEM,
-        needs="UDP SndbufErrors",
+        needs=("sockets.udp_sndbuf_errors",),
+        reads=("cpus.dropped", "interfaces.kind", "interfaces.outbound_drops", "tuning.wmem_default", "tuning.wmem_max"),
+        thresholds=(MIN_EVENTS, EXPLAINED_SHARE, TARGET),
         reason="An application sent faster than its socket's send buffer drained.",
         remedies=("wmem_max", "wmem_default"),
         beyond_tuning="An application that sets SO_SNDBUF itself is capped by wmem_max.",
         detect=detect_socket_sndbuf),
     Cause(
         id="listen_queue_overflow", title="TCP accept queue overflow", severity=PROBLEM,
-        needs="TcpExt ListenOverflows / ListenDrops",
+        needs=("sockets.tcp_listen_overflows|sockets.tcp_listen_drops",),
+        reads=("sockets.tcp_listen_overflows", "sockets.tcp_listen_drops"),
+        thresholds=(MIN_EVENTS, TARGET),
         reason="New connections arrived faster than the application accepted them.",
         remedies=(),
         beyond_tuning="No receive-path sysctl here fixes this: the application must accept faster, or pass "
@@ -457,7 +635,9 @@ CAUSES = (
         detect=detect_listen_overflow),
     Cause(
         id="nic_loss", title="NIC-level loss (ring full)", severity=PROBLEM,
-        needs="rx_missed_errors / rx_fifo_errors of physical NICs",
+        needs=("interfaces.missed|interfaces.fifo",),
+        reads=("interfaces.kind", "interfaces.missed", "interfaces.fifo"),
+        thresholds=(MIN_EVENTS, TARGET),
         reason="The NIC had no free descriptor in its RX ring when a packet arrived, so the packet never "
                "reached the kernel. No net.core sysctl changes this.",
         remedies=(),
@@ -465,7 +645,9 @@ CAUSES = (
         detect=detect_nic_loss),
     Cause(
         id="cpu_saturated", title="CPU saturated while dropping", severity=PROBLEM,
-        needs="per-CPU busy time on CPUs that drop or squeeze",
+        needs=("cpus.busy_pct",),
+        reads=("cpus.dropped", "cpus.squeezed", "cpus.softirq_pct"),
+        thresholds=(MIN_EVENTS, SATURATED_BUSY),
         reason="The CPU that receives is busy all the time; queues and budgets only move the loss around.",
         remedies=(),
         beyond_tuning="More CPU for the receive path: RPS to idle CPUs, more cores for the container or VM, "
@@ -473,27 +655,34 @@ CAUSES = (
         detect=detect_cpu_saturated),
     Cause(
         id="squeeze_without_drops", title="Budget squeezes without drops", severity=NOTE,
-        needs="softnet time_squeeze with no softnet drops",
+        needs=("cpus.squeezed",),
+        reads=("cpus.dropped",),
+        thresholds=(MIN_EVENTS,),
         reason="time_squeeze counts softirq rounds that ended with work left; the work continues in the "
                "next round. Without drops it is not a loss.",
         remedies=(), beyond_tuning=None,
         detect=detect_squeeze_without_drops),
     Cause(
         id="unexplained_iface_drops", title="Interface drops the backlog does not explain", severity=NOTE,
-        needs="interface rx drops with few or no softnet drops",
+        needs=("interfaces.inbound_drops",),
+        reads=("cpus.dropped",) + _INTERFACE_DROPS,
+        thresholds=(TARGET, EXPLAINED_SHARE),
         reason="An interface's rx_dropped also counts frames the stack discards on purpose.",
         remedies=(), beyond_tuning=None,
         detect=detect_unexplained_iface_drops),
 )
 
-CAUSES_BY_ID = collections.OrderedDict((c.id, c) for c in CAUSES)
-
 
 def diagnose(evidence):
-    """Evidence -> [Finding], problems first, in table order."""
-    findings = []
+    """Evidence -> Diagnosis: findings (problems first, in table order) and the causes whose
+    needed evidence the source does not give (not run, so never a guess)."""
+    findings, not_assessed = [], []
     for cause in CAUSES:
-        detection = cause.detect(evidence)
+        missing = tuple(name for name in cause.needs if not has_value(evidence, name))
+        if missing:
+            not_assessed.append(NotAssessed(cause, missing))
+            continue
+        detection = cause.detect(evidence, cause.limits)
         if detection is not None:
             findings.append(Finding(cause, detection))
-    return sorted(findings, key=lambda f: f.cause.severity != PROBLEM)
+    return Diagnosis(sorted(findings, key=lambda f: f.cause.severity != PROBLEM), not_assessed)

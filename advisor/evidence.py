@@ -3,6 +3,10 @@ they came from (netdrops charts, Netdata's own charts, or the kernel sampled dir
 
 Counters are counts over the window (float: Netdata's sums of per-second rates are not whole);
 None means the source cannot tell, which the diagnosis keeps apart from zero.
+
+Every source gives its counts as one netdrops_collector.model.Window (the kernel sampler and
+the Function as the difference of two of the core's snapshots, a Netdata agent through
+netdata_source's adapter); from_window() is the one place that turns a Window into Evidence.
 """
 
 import dataclasses
@@ -10,15 +14,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from netdrops_collector import snmp, tuning
+
 SOURCE_NETDROPS = "netdata"          # Netdata with the netdrops.* charts
 SOURCE_STOCK = "netdata-stock"       # Netdata's own softnet/interface charts only
 SOURCE_KERNEL = "kernel"             # /proc and /sys sampled by the advisor itself
 
-SOCKET_KEYS = ("udp_rcvbuf_errors", "udp_in_errors", "udp_sndbuf_errors",
-               "tcp_listen_drops", "tcp_listen_overflows")
-
-TUNING_KEYS = ("netdev_max_backlog", "netdev_budget", "netdev_budget_usecs", "rmem_default",
-               "rmem_max", "wmem_default", "wmem_max", "rps_sock_flow_entries", "rps_default_mask")
+SOCKET_KEYS = snmp.SOCKET_KEYS       # owned by the collector's snmp module
+TUNING_KEYS = tuning.ADVISOR_KEYS     # owned by the collector's tuning module, which says why these
 
 
 @dataclass
@@ -177,3 +180,45 @@ def guess_kind(name, interface_type=None):
         if re.search(pattern, name):
             return kind
     return "physical" if interface_type == "real" else "other"
+
+
+def _count(value):
+    return None if value is None else float(value)
+
+
+def backlog_share(cpu, backlog_max):
+    """A window's CPU -> its peak backlog length as a % of netdev_max_backlog (None: never seen,
+    or the limit unknown); a source that published the share itself gives it as it is."""
+    if cpu.backlog_peak_pct is not None:
+        return cpu.backlog_peak_pct
+    if cpu.backlog_peak is None or not backlog_max:
+        return None
+    return 100.0 * cpu.backlog_peak / backlog_max
+
+
+def from_window(window, node, source, source_detail, utilisation=None, **fields):
+    """model.Window -> Evidence (pure). `utilisation` is {cpu: (busy %, softirq %)} where the
+    source has it; `fields` are the other Evidence fields the source knows (url, alarms, notes,
+    tuning_source, udp_socket_drops, host ...)."""
+    utilisation = utilisation or {}
+    backlog_max = window.tuning.get("netdev_max_backlog")
+    cpus = []
+    for c in window.cpus:
+        busy, softirq = utilisation.get(c.cpu, (None, None))
+        cpus.append(CpuEvidence(
+            cpu=c.cpu, processed=_count(c.processed), dropped=_count(c.dropped), squeezed=_count(c.squeezed),
+            rps_ipis=_count(c.rps_ipis), flow_limit=_count(c.flow_limit),
+            backlog_peak_pct=backlog_share(c, backlog_max), busy_pct=busy, softirq_pct=softirq))
+    interfaces = [IfaceEvidence(
+        name=i.name, kind=i.kind, role=i.role, kind_source=i.kind_source, peer=i.peer, container=i.container,
+        rx_packets=_count(i.received), inbound_drops=_count(i.inbound), outbound_drops=_count(i.outbound),
+        missed=_count(i.missed), fifo=_count(i.fifo)) for i in window.interfaces]
+    by_kind = window.drops_by_kind
+    return Evidence(
+        node=node, source=source, source_detail=source_detail, window_seconds=float(window.seconds),
+        start_time=window.start_time, end_time=window.end_time, cpus=cpus,
+        cpu_ids_are_rows=window.cpu_ids_guessed, interfaces=interfaces,
+        drops_by_kind={k: float(v) for k, v in by_kind.items()} if by_kind is not None else None,
+        sockets={key: _count(window.sockets.get(key)) for key in SOCKET_KEYS},
+        tuning={key: window.tuning.get(key) for key in TUNING_KEYS},
+        rps_interfaces=window.rps_interfaces, **fields)

@@ -108,20 +108,13 @@ def read_kernel_hz(hostfs):
 
 
 def read_rx_queues(hostfs, device):
-    """(queue count, [mask text per queue], [rps_flow_cnt per queue]) or None if the device is gone."""
-    base = "sys/class/net/" + device + "/queues"
-    queues = sorted((q for q in hostfs.listdir(base) if q.startswith("rx-")), key=lambda q: int(q[3:]))
+    """(queue count, [mask text per queue], [rps_flow_cnt per queue]) or None if the device is gone
+    (or has no RX queues); an unreadable mask reads "0" and a count 0, as the kernel's defaults."""
+    queues = tuning.read_rx_queues(hostfs, device)
     if not queues:
         return None
-    masks, flows = [], []
-    for queue in queues:
-        masks.append(hostfs.read_value(base, queue, "rps_cpus") or "0")
-        flow = hostfs.read_value(base, queue, "rps_flow_cnt")
-        try:
-            flows.append(int(flow))
-        except (TypeError, ValueError):
-            flows.append(0)
-    return len(queues), masks, flows
+    return (len(queues), [mask or "0" for _q, mask, _f in queues],
+            [flow if flow is not None else 0 for _q, _m, flow in queues])
 
 
 def read_numa_cpus(hostfs, device):

@@ -8,10 +8,10 @@ interfaces); build_evidence() turns the answers into Evidence without any I/O.
 import re
 
 from netdrops_collector import charts as nd_charts
+from netdrops_collector import model
 
 from .errors import MissingEvidence, NetdataHTTPError
-from .evidence import (SOURCE_NETDROPS, SOURCE_STOCK, Alarm, CpuEvidence, Evidence, IfaceEvidence,
-                       TUNING_KEYS, guess_kind)
+from .evidence import SOCKET_KEYS, SOURCE_NETDROPS, SOURCE_STOCK, TUNING_KEYS, Alarm, from_window, guess_kind
 from .netdata_api import is_no_metrics
 
 SUM, MAX, AVERAGE = "sum", "max", "average"
@@ -139,19 +139,64 @@ def _device_of(chart_id, prefix):
 
 
 def build_evidence(node, url, info, mode, windows, labels, alarms, notes):
-    """The answers of read_node() -> Evidence (pure)."""
-    main_ctx = nd_charts.CTX_SOFTNET_DROPPED if mode == SOURCE_NETDROPS else (
-        "cpu.softnet_stat" if "cpu.softnet_stat" in windows else SYSTEM_SOFTNET)
+    """The answers of read_node() -> Evidence (pure): the adapter to the model, then the one
+    evidence builder."""
+    window, utilisation, notes = window_from_answers(mode, windows, labels, notes)
+    detail = "Netdata {0} at {1}{2}, {3}".format(
+        info.version, url, " (node {0})".format(node) if node != info.hostname or len(info.mirrored_hosts) > 1 else "",
+        "netdrops charts" if mode == SOURCE_NETDROPS else "Netdata's own charts (the netdrops collector is not installed there)")
+    return from_window(
+        window, node, mode, detail, utilisation=utilisation, url=url, netdata_version=info.version,
+        tuning_source="netdata" if nd_charts.CTX_TUNING in windows else None,
+        alarms=[Alarm(a.name, a.chart, a.status, a.value, a.units, a.info) for a in alarms if relevant_alarm(a)],
+        notes=notes)
+
+
+def main_context(mode, windows):
+    """The context whose window is the evidence's window (read_node() made sure it is there)."""
+    if mode == SOURCE_NETDROPS:
+        return nd_charts.CTX_SOFTNET_DROPPED
+    return "cpu.softnet_stat" if "cpu.softnet_stat" in windows else SYSTEM_SOFTNET
+
+
+def window_from_answers(mode, windows, labels, notes=()):
+    """Netdata's answers ({context: netdata_api Window}, chart labels) -> (model.Window,
+    {cpu: (busy %, softirq %)}, notes) (pure). Counts are the sums of per-second rates over
+    the window; None where the charts do not say."""
+    main = windows[main_context(mode, windows)]
+    notes = list(notes)
+    cpus = _cpus(mode, windows, notes)
+    tuning, rps_interfaces = {}, None
+    if nd_charts.CTX_TUNING in windows:
+        for col in windows[nd_charts.CTX_TUNING].columns:
+            if col.dim_name in TUNING_KEYS and col.latest is not None:
+                tuning[col.dim_name] = int(col.latest)
+            elif col.dim_name == "rps_interfaces" and col.latest is not None:
+                rps_interfaces = int(col.latest)
+    drops_by_kind = None
+    if nd_charts.CTX_DROPS_BY_KIND in windows:
+        w = windows[nd_charts.CTX_DROPS_BY_KIND]
+        drops_by_kind = {k: _count(v, w) or 0.0 for k, v in _first_chart(w).items()}
+    window = model.Window(
+        float(main.seconds), max(main.after, main.first_entry or 0), main.before,
+        cpus=[cpus[k] for k in sorted(cpus)], interfaces=_interfaces(mode, windows, labels),
+        drops_by_kind=drops_by_kind, sockets=_sockets(mode, windows), tuning=tuning,
+        rps_interfaces=rps_interfaces, cpu_ids_guessed=(mode == SOURCE_STOCK))
+    return window, _utilisation(windows, cpus), notes
+
+
+def _cpus(mode, windows, notes):
+    """{cpu id: model.CpuCounts} from the softnet charts (-1: all CPUs, when Netdata has no
+    per-CPU charts); what the reader should know about the CPU numbers goes to `notes`."""
+    main_ctx = main_context(mode, windows)
     main = windows[main_ctx]
     cpus = {}
 
     def cpu(cpu_id):
         if cpu_id not in cpus:
-            cpus[cpu_id] = CpuEvidence(cpu=cpu_id)
+            cpus[cpu_id] = model.CpuCounts(cpu_id)
         return cpus[cpu_id]
 
-    notes = list(notes)
-    rps_interfaces = None
     if mode == SOURCE_NETDROPS:
         for ctx, attr in ((nd_charts.CTX_SOFTNET_DROPPED, "dropped"), (nd_charts.CTX_SOFTNET_SQUEEZE, "squeezed"),
                           (nd_charts.CTX_SOFTNET_PROCESSED, "processed")):
@@ -161,6 +206,7 @@ def build_evidence(node, url, info, mode, windows, labels, alarms, notes):
                     if cpu_id is not None:
                         setattr(cpu(cpu_id), attr, _count(value, windows[ctx]) or 0.0)
         if nd_charts.CTX_BACKLOG_FILL in windows:
+            # the chart publishes the share (its peak over the window), not the length
             for name, value in _first_chart(windows[nd_charts.CTX_BACKLOG_FILL]).items():
                 cpu_id = _cpu_of_dim(name)
                 if cpu_id is not None and value is not None:
@@ -189,43 +235,18 @@ def build_evidence(node, url, info, mode, windows, labels, alarms, notes):
         c.squeezed = _count(dims.get("squeezed"), main) or 0.0
         c.flow_limit = _count(dims.get("flow_limit_count"), main)
         notes.append(NO_PER_CPU_NOTE)
+    return cpus
 
-    if "cpu.cpu" in windows:
-        for chart_id, dims in windows["cpu.cpu"].by_chart().items():
-            m = CPU_IN_CHART.search(chart_id)
-            if m and int(m.group(1)) in cpus:
-                values = [v for v in dims.values() if v is not None]
-                c = cpus[int(m.group(1))]
-                c.busy_pct = min(100.0, sum(values)) if values else None
-                c.softirq_pct = dims.get("softirq")
 
-    interfaces = _interfaces(mode, windows, labels)
-    sockets = _sockets(mode, windows)
-    tuning = dict.fromkeys(TUNING_KEYS)
-    tuning_source = None
-    if nd_charts.CTX_TUNING in windows:
-        for col in windows[nd_charts.CTX_TUNING].columns:
-            if col.dim_name in tuning and col.latest is not None:
-                tuning[col.dim_name] = int(col.latest)
-            elif col.dim_name == "rps_interfaces" and col.latest is not None:
-                rps_interfaces = int(col.latest)
-        tuning_source = "netdata"
-    drops_by_kind = None
-    if nd_charts.CTX_DROPS_BY_KIND in windows:
-        w = windows[nd_charts.CTX_DROPS_BY_KIND]
-        drops_by_kind = {k: _count(v, w) or 0.0 for k, v in _first_chart(w).items()}
-
-    detail = "Netdata {0} at {1}{2}, {3}".format(
-        info.version, url, " (node {0})".format(node) if node != info.hostname or len(info.mirrored_hosts) > 1 else "",
-        "netdrops charts" if mode == SOURCE_NETDROPS else "Netdata's own charts (the netdrops collector is not installed there)")
-    return Evidence(
-        node=node, source=mode, source_detail=detail, window_seconds=float(main.seconds),
-        start_time=max(main.after, main.first_entry or 0), end_time=main.before, url=url,
-        netdata_version=info.version, cpus=[cpus[k] for k in sorted(cpus)],
-        cpu_ids_are_rows=(mode == SOURCE_STOCK), interfaces=interfaces, drops_by_kind=drops_by_kind,
-        sockets=sockets, tuning=tuning, tuning_source=tuning_source, rps_interfaces=rps_interfaces,
-        alarms=[Alarm(a.name, a.chart, a.status, a.value, a.units, a.info) for a in alarms if relevant_alarm(a)],
-        notes=notes)
+def _utilisation(windows, cpus):
+    """{cpu: (busy %, softirq %)} from cpu.cpu, for the CPUs the softnet charts named."""
+    out = {}
+    for chart_id, dims in (windows["cpu.cpu"].by_chart().items() if "cpu.cpu" in windows else ()):
+        m = CPU_IN_CHART.search(chart_id)
+        if m and int(m.group(1)) in cpus:
+            values = [v for v in dims.values() if v is not None]
+            out[int(m.group(1))] = (min(100.0, sum(values)) if values else None, dims.get("softirq"))
+    return out
 
 
 def _interfaces(mode, windows, labels):
@@ -233,7 +254,7 @@ def _interfaces(mode, windows, labels):
 
     def iface(name, **kw):
         if name not in found:
-            found[name] = IfaceEvidence(name=name, **kw)
+            found[name] = model.IfaceCounts(name, **kw)
         return found[name]
 
     if mode == SOURCE_NETDROPS:
@@ -244,8 +265,8 @@ def _interfaces(mode, windows, labels):
                 name = lab.get("device") or _device_of(chart_id, "iface_")[:-len("_drops")]
                 i = iface(name, kind=lab.get("kind", "other"), role=lab.get("role"), kind_source="netdrops",
                           peer=lab.get("peer"), container=lab.get("container"))
-                i.inbound_drops = _count(dims.get("inbound"), drops) or 0.0
-                i.outbound_drops = _count(dims.get("outbound"), drops) or 0.0
+                i.inbound = _count(dims.get("inbound"), drops) or 0.0
+                i.outbound = _count(dims.get("outbound"), drops) or 0.0
         loss = windows.get(nd_charts.CTX_IFACE_NIC_LOSS)
         if loss:
             for chart_id, dims in loss.by_chart().items():
@@ -261,8 +282,8 @@ def _interfaces(mode, windows, labels):
                 name = labels.get(chart_id, {}).get("device") or _device_of(chart_id, "")
                 itype = labels.get(chart_id, {}).get("interface_type")
                 i = iface(name, kind=guess_kind(name, itype), kind_source="name")
-                i.inbound_drops = _count(dims.get("inbound"), drops) or 0.0
-                i.outbound_drops = _count(dims.get("outbound"), drops) or 0.0
+                i.inbound = _count(dims.get("inbound"), drops) or 0.0
+                i.outbound = _count(dims.get("outbound"), drops) or 0.0
         fifo = windows.get("net.fifo")
         if fifo:
             for chart_id, dims in fifo.by_chart().items():
@@ -275,38 +296,42 @@ def _interfaces(mode, windows, labels):
             name = _device_of(chart_id, "")
             rx = _count(dims.get("received"), packets)
             if name in found:
-                found[name].rx_packets = rx
+                found[name].received = rx
             elif rx:
-                iface(name, kind=guess_kind(name), kind_source="name").rx_packets = rx
+                iface(name, kind=guess_kind(name), kind_source="name").received = rx
     return sorted(found.values(), key=lambda i: i.name)
 
 
+# Netdata's own charts of snmp.SOCKET_KEYS' counters: key -> (context, dimension id) pairs summed.
+# Dimension ids are the kernel's counter names (the names may differ: ip.tcp_accept_queue's
+# ListenOverflows is named `overflows`).
+STOCK_SOCKETS = {
+    "udp_rcvbuf_errors": (("ipv4.udperrors", "RcvbufErrors"), ("ipv6.udperrors", "RcvbufErrors")),
+    "udp_in_errors": (("ipv4.udperrors", "InErrors"), ("ipv6.udperrors", "InErrors")),
+    "udp_sndbuf_errors": (("ipv4.udperrors", "SndbufErrors"), ("ipv6.udperrors", "SndbufErrors")),
+    "tcp_listen_drops": (("ip.tcp_accept_queue", LISTEN_DROPS),),
+    "tcp_listen_overflows": (("ip.tcp_accept_queue", LISTEN_OVERFLOWS),),
+}
+
+
 def _sockets(mode, windows):
+    """{SOCKET_KEYS key: count or None}: from netdrops.socket_drops, and from Netdata's own charts
+    for what that chart does not have (no netdrops charts, or a netdrops that charted fewer)."""
     def dim(ctx, dim_id):
-        """By dimension id: Netdata's ids are the kernel's counter names, its names may differ."""
         w = windows.get(ctx)
         if not w:
             return None
         values = [_count(c.value, w) for c in w.columns if c.dim_id == dim_id and c.value is not None]
         return sum(values) if values else None
 
-    def add(*values):
-        known = [v for v in values if v is not None]
-        return sum(known) if known else None
-
-    if mode == SOURCE_NETDROPS:
-        w = windows.get(nd_charts.CTX_SOCKET_DROPS)
-        sockets = dict.fromkeys(("udp_rcvbuf_errors", "udp_in_errors", "tcp_listen_drops", "tcp_listen_overflows"))
-        if w:
-            for name, value in _first_chart(w).items():
-                if name in sockets:
-                    sockets[name] = _count(value, w) or 0.0
-    else:
-        sockets = {
-            "udp_rcvbuf_errors": add(dim("ipv4.udperrors", "RcvbufErrors"), dim("ipv6.udperrors", "RcvbufErrors")),
-            "udp_in_errors": add(dim("ipv4.udperrors", "InErrors"), dim("ipv6.udperrors", "InErrors")),
-            "tcp_listen_drops": dim("ip.tcp_accept_queue", LISTEN_DROPS),
-            "tcp_listen_overflows": dim("ip.tcp_accept_queue", LISTEN_OVERFLOWS),
-        }
-    sockets["udp_sndbuf_errors"] = add(dim("ipv4.udperrors", "SndbufErrors"), dim("ipv6.udperrors", "SndbufErrors"))
+    sockets = dict.fromkeys(SOCKET_KEYS)
+    w = windows.get(nd_charts.CTX_SOCKET_DROPS) if mode == SOURCE_NETDROPS else None
+    if w:
+        for name, value in _first_chart(w).items():
+            if name in sockets:
+                sockets[name] = _count(value, w) or 0.0
+    for key, places in STOCK_SOCKETS.items():
+        if sockets[key] is None:
+            known = [v for v in (dim(ctx, dim_id) for ctx, dim_id in places) if v is not None]
+            sockets[key] = sum(known) if known else None
     return sockets

@@ -24,13 +24,12 @@ from dataclasses import dataclass
 from typing import List, Optional
 
 from .jsonshape import require_dict
-from .render import SYSCTL_FILE as _ADVISOR_SYSCTL_FILE
 
 SYSCTL_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d",
                "/lib/sysctl.d")
 SYSCTL_CONF = "/etc/sysctl.conf"
-# The drop-in the advisor's report tells people to write: --apply writes the same file.
-DROPIN = _ADVISOR_SYSCTL_FILE
+# netdrops' sysctl drop-in: --apply writes it, and the report (render.py) tells people to.
+DROPIN = "/etc/sysctl.d/90-netdrops.conf"
 UDEV_RULES = "/etc/udev/rules.d/90-netdrops-rps.rules"   # after 80-net-setup-link.rules
 MARKER = "# Written by netdrops-advisor --apply."
 TEMP_SUFFIX = ".netdrops-tmp"   # never *.conf or *.rules: a leftover temp file is read by nobody

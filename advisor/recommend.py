@@ -6,7 +6,8 @@ time (the seed runbook's netdev_max_backlog 1000 -> 5000 is the model); a settin
 its top rung gets no recommendation, and the finding's "beyond tuning" text says what would help.
 
 A Recommendation is what `--apply` (issue 5) consumes: kind (sysctl or sysfs), the exact path,
-current and new values as the kernel shows them, value_type, raise_only and host_only.
+current and new values as the kernel shows them, value_type, raise_only and host_only (the
+remedy's: declared once in REMEDIES).
 """
 
 import shlex
@@ -15,22 +16,10 @@ from typing import Callable, Optional
 
 from netdrops_collector.tuning import format_cpu_mask, parse_cpu_mask
 
-from .diagnosis import cpu_name
+from .diagnosis import KERNEL_DEFAULTS, MIN_CPUS_TO_SPREAD, TARGET, cpu_name
 
 KIB = 1024
 MIB = 1024 * KIB
-
-# Kernel defaults, used to step from when the current value cannot be read (a remote node
-# without the netdrops.tuning chart).
-KERNEL_DEFAULTS = {
-    "netdev_max_backlog": 1000,
-    "netdev_budget": 300,
-    "rmem_default": 212992,
-    "rmem_max": 212992,
-    "wmem_default": 212992,
-    "wmem_max": 212992,
-    "rps_sock_flow_entries": 0,
-}
 
 LADDERS = {
     "netdev_max_backlog": (1000, 5000, 10000, 20000, 50000, 100000),
@@ -43,6 +32,7 @@ LADDERS = {
 }
 
 RFS_SOCK_FLOW_ENTRIES = 32768  # the kernel documentation's suggested starting point
+MIN_BUDGET_JIFFIES = 2         # since 6.14 the kernel refuses a netdev_budget_usecs below two jiffies
 
 
 @dataclass
@@ -80,8 +70,8 @@ class Recommendation:
 class Remedy:
     id: str
     setting: str
-    host_only: bool
-    build: Callable   # (evidence, finding, host) -> [Recommendation]
+    host_only: bool   # only the host (initial network namespace) can change it: its recommendations say so
+    build: Callable   # (remedy, evidence, finding, host) -> [Recommendation]
 
 
 def next_rung(ladder, current):
@@ -92,12 +82,12 @@ def next_rung(ladder, current):
     return None
 
 
-def _sysctl(key, cause, current, new, reason, effect, host_only=True):
+def _sysctl(remedy, key, cause, current, new, reason, effect):
     return Recommendation(
         id="net.core." + key, cause=cause, kind="sysctl", setting="net.core." + key,
         path="/proc/sys/net/core/" + key, device=None,
         current=None if current is None else str(current), new=str(new), value_type="int",
-        reason=reason, expected_effect=effect, host_only=host_only, raise_only=True)
+        reason=reason, expected_effect=effect, host_only=remedy.host_only, raise_only=True)
 
 
 def _step(ev, key):
@@ -112,7 +102,7 @@ def _step(ev, key):
 
 # -- builders ----------------------------------------------------------------------------------
 
-def build_backlog(ev, finding, host):
+def build_backlog(remedy, ev, finding, host):
     step = _step(ev, "netdev_max_backlog")
     if step is None:
         return []
@@ -121,43 +111,43 @@ def build_backlog(ev, finding, host):
     cpus = ", ".join(cpu_name(c) for c in det.cpus)
     reason = "{0} dropped packets because its backlog queue was full ({1}).".format(
         cpus, "{0} packets".format(current) if current is not None else "its limit cannot be read from here")
-    if current is not None and current < KERNEL_DEFAULTS["netdev_max_backlog"]:
-        reason += " That is below the kernel default of 1000."
+    default = KERNEL_DEFAULTS["netdev_max_backlog"]
+    if current is not None and current < default:
+        reason += " That is below the kernel default of {0}.".format(default)
     effect = ("Each CPU queues up to {0} packets before dropping, so bursts of that size are absorbed; "
               "the drops on {1} should fall below {2}/s unless the CPU itself is saturated. Costs at "
               "most the memory of the queued packets, and latency while a queue is long.").format(
-                  new, cpus, 0.5)
-    return [_sysctl("netdev_max_backlog", finding.id, current, new, reason, effect)]
+                  new, cpus, TARGET.value)
+    return [_sysctl(remedy, "netdev_max_backlog", finding.id, current, new, reason, effect)]
 
 
-def build_budget(ev, finding, host):
+def build_budget(remedy, ev, finding, host):
     step = _step(ev, "netdev_budget")
     if step is None:
         return []
     current, new = step
-    return [_sysctl("netdev_budget", finding.id, current, new,
+    return [_sysctl(remedy, "netdev_budget", finding.id, current, new,
                     "The receive softirq ran out of its packet budget on CPUs that were dropping.",
                     "Each softirq round may process up to {0} packets before yielding: fewer squeezes "
                     "and a backlog that empties faster, at the cost of longer softirq bursts.".format(new))]
 
 
-def build_budget_usecs(ev, finding, host):
+def build_budget_usecs(remedy, ev, finding, host):
     current = ev.tuning.get("netdev_budget_usecs")
     if current is None:
         return []  # the default depends on HZ: without the current value there is no safe step
     new = next_rung(LADDERS["netdev_budget_usecs"], current)
     if host.hz:
-        # since 6.14 the kernel refuses less than two jiffies
-        new = max(new or 0, 2 * 1000000 // host.hz) if new else None
+        new = max(new or 0, MIN_BUDGET_JIFFIES * 1000000 // host.hz) if new else None
     if new is None or new <= current:
         return []
-    return [_sysctl("netdev_budget_usecs", finding.id, current, new,
+    return [_sysctl(remedy, "netdev_budget_usecs", finding.id, current, new,
                     "The receive softirq also stops after netdev_budget_usecs; raised with the packet budget.",
                     "Softirq rounds may run up to {0} µs, so the packet budget is not cut short by time.".format(new))]
 
 
 def _buffer_builder(key, what, direction):
-    def build(ev, finding, host):
+    def build(remedy, ev, finding, host):
         step = _step(ev, key)
         if step is None:
             return []
@@ -174,7 +164,7 @@ def _buffer_builder(key, what, direction):
         else:
             effect = ("Applications that set {0} may ask for up to {1} bytes (was {2}).").format(
                 "SO_RCVBUF" if direction == "receive" else "SO_SNDBUF", new, current)
-        return [_sysctl(key, finding.id, current, new,
+        return [_sysctl(remedy, key, finding.id, current, new,
                         "Datagrams were dropped because a socket's {0} buffer was full ({1}).".format(direction, what),
                         effect + " Bursts up to the buffer size are kept instead of dropped.")]
     return build
@@ -184,7 +174,7 @@ def _rps_mask_for(iface, host):
     cpus = host.usable_cpus or []
     if iface.numa_cpus:
         local = [c for c in cpus if c in set(iface.numa_cpus)]
-        cpus = local if len(local) >= 2 else cpus
+        cpus = local if len(local) >= MIN_CPUS_TO_SPREAD.value else cpus
     mask = 0
     for cpu in cpus:
         mask |= 1 << cpu
@@ -203,12 +193,12 @@ def _rps_targets(ev, finding, host):
         if iface is None or not iface.rps_masks or not host.local:
             continue
         mask, cpus = _rps_mask_for(iface, host)
-        if len(cpus) >= 2:
+        if len(cpus) >= MIN_CPUS_TO_SPREAD.value:
             out.append((iface, mask, cpus))
     return out
 
 
-def build_rps(ev, finding, host):
+def build_rps(remedy, ev, finding, host):
     recs = []
     for iface, mask, cpus in _rps_targets(ev, finding, host):
         text = format_cpu_mask(mask, _ncpus(host))
@@ -224,23 +214,23 @@ def build_rps(ev, finding, host):
                 expected_effect="Receive processing for {0} spreads over CPUs {1}{2}.".format(
                     iface.name, ",".join(map(str, cpus)),
                     " (isolated CPUs {0} left out)".format(",".join(map(str, host.isolated_cpus))) if host.isolated_cpus else ""),
-                host_only=False, raise_only=False))
+                host_only=remedy.host_only, raise_only=False))
     return recs
 
 
-def build_rfs_entries(ev, finding, host):
+def build_rfs_entries(remedy, ev, finding, host):
     if not _rps_targets(ev, finding, host):
         return []
     current = ev.tuning.get("rps_sock_flow_entries")
     if current is not None and current >= RFS_SOCK_FLOW_ENTRIES:
         return []
-    return [_sysctl("rps_sock_flow_entries", finding.id, current, RFS_SOCK_FLOW_ENTRIES,
+    return [_sysctl(remedy, "rps_sock_flow_entries", finding.id, current, RFS_SOCK_FLOW_ENTRIES,
                     "RFS lets RPS send each flow to the CPU where its application reads it.",
                     "Flows are steered to the consuming application's CPU: better cache locality than "
                     "spreading by hash alone.")]
 
 
-def build_rfs_flow_cnt(ev, finding, host):
+def build_rfs_flow_cnt(remedy, ev, finding, host):
     recs = []
     for iface, _mask, _cpus in _rps_targets(ev, finding, host):
         per_queue = RFS_SOCK_FLOW_ENTRIES // max(1, iface.rx_queues or 1)
@@ -253,11 +243,11 @@ def build_rfs_flow_cnt(ev, finding, host):
                 path=path, device=iface.name, current=str(current), new=str(per_queue), value_type="int",
                 reason="RFS needs a per-queue flow table: rps_sock_flow_entries / RX queues = {0}.".format(per_queue),
                 expected_effect="RFS takes effect on {0} rx-{1}.".format(iface.name, queue),
-                host_only=False, raise_only=True))
+                host_only=remedy.host_only, raise_only=True))
     return recs
 
 
-def build_rps_default_mask(ev, finding, host):
+def build_rps_default_mask(remedy, ev, finding, host):
     """Veths come and go: on 6.3+ rps_default_mask gives new ones RPS from birth."""
     targets = [t for t in _rps_targets(ev, finding, host) if t[0].kind == "veth"]
     current = ev.tuning.get("rps_default_mask")
@@ -270,7 +260,7 @@ def build_rps_default_mask(ev, finding, host):
         new=format_cpu_mask(mask, _ncpus(host)), value_type="cpumask",
         reason="veths created later (new containers) start with RPS off.",
         expected_effect="Every RX queue created from now on starts with this RPS mask (all new devices, not only veths).",
-        host_only=True, raise_only=False)]
+        host_only=remedy.host_only, raise_only=False)]
 
 
 REMEDIES = {r.id: r for r in (
@@ -296,7 +286,8 @@ def recommend(evidence, findings):
         if finding.cause.severity != "problem":
             continue
         for remedy_id in finding.cause.remedies:
-            for rec in REMEDIES[remedy_id].build(evidence, finding, evidence.host):
+            remedy = REMEDIES[remedy_id]
+            for rec in remedy.build(remedy, evidence, finding, evidence.host):
                 if rec.id not in seen:
                     seen.add(rec.id)
                     recs.append(rec)

@@ -1,29 +1,30 @@
 """Reports as text for people and as JSON for scripts.
 
 The JSON layout is a contract (schema "netdrops-advisor/1", documented in advisor/SCHEMA.md):
-keys are only ever added under a new schema version; the *_KEYS tuples below are what the tests
-hold the output to.
+keys are never removed or renamed within it, new ones may be added; the *_KEYS tuples below are
+what the tests hold the output to.
 """
 
 import json
 import textwrap
 
 from .diagnosis import fmt_rate
+from .persist import DROPIN
 from .report import ERROR, HEALTHY, PROBLEMS
 
 SCHEMA = "netdrops-advisor/1"
 
 REPORT_KEYS = ("schema", "status", "exit_code", "node", "error", "source", "window", "findings",
-               "recommendations", "success_criteria", "run_on_host", "notes", "alarms", "evidence")
+               "not_assessed", "recommendations", "success_criteria", "run_on_host", "notes", "alarms", "evidence")
 SOURCE_KEYS = ("kind", "detail", "url", "netdata_version", "requests", "fallback_reason")
 FINDING_KEYS = ("id", "title", "severity", "confidence", "confidence_reason", "summary", "evidence",
                 "reason", "beyond_tuning", "cpus", "interfaces", "recommendations")
 RECOMMENDATION_KEYS = ("id", "cause", "kind", "setting", "path", "device", "current", "new", "value_type",
                        "reason", "expected_effect", "host_only", "raise_only", "command", "sysctl_conf_line")
 CRITERION_KEYS = ("metric", "now", "target", "unit", "met")
+NOT_ASSESSED_KEYS = ("id", "title", "needs", "text")
 FLEET_KEYS = ("schema", "mode", "status", "exit_code", "url", "error", "nodes")
 
-SYSCTL_FILE = "/etc/sysctl.d/90-netdrops.conf"
 WIDTH = 100
 
 
@@ -61,6 +62,10 @@ def recommendation_to_dict(rec):
     }
 
 
+def not_assessed_to_dict(item):
+    return {"id": item.id, "title": item.cause.title, "needs": list(item.missing), "text": item.sentence}
+
+
 def criterion_to_dict(row):
     return {"metric": row.metric, "now": _round(row.now), "target": row.target, "unit": row.unit, "met": row.met}
 
@@ -69,7 +74,7 @@ def report_to_dict(report):
     ev = report.evidence
     doc = dict.fromkeys(REPORT_KEYS)
     doc.update(schema=SCHEMA, status=report.status, exit_code=report.exit_code, node=report.node,
-               error=report.error, findings=[], recommendations=[], success_criteria=[], notes=[],
+               error=report.error, findings=[], not_assessed=[], recommendations=[], success_criteria=[], notes=[],
                alarms=[], run_on_host=report.run_on_host)
     if ev is None:
         if report.fallback_reason:
@@ -81,6 +86,7 @@ def report_to_dict(report):
                      "fallback_reason": report.fallback_reason}
     doc["window"] = {"seconds": _round(ev.window_seconds), "start": ev.start_time, "end": ev.end_time}
     doc["findings"] = [finding_to_dict(f, report.recommendations) for f in report.findings]
+    doc["not_assessed"] = [not_assessed_to_dict(n) for n in report.not_assessed]
     doc["recommendations"] = [recommendation_to_dict(r) for r in report.recommendations]
     doc["success_criteria"] = [criterion_to_dict(c) for c in report.criteria]
     doc["notes"] = list(ev.notes)
@@ -164,6 +170,10 @@ def render_text(report):
         _finding_text(out, "Problem {0}: ".format(n), finding)
     for finding in notes:
         _finding_text(out, "Note: ", finding)
+    if report.not_assessed:
+        for item in report.not_assessed:
+            out.append(_wrap("Not assessed: {0}.".format(item.sentence), ""))
+        out.append("")
 
     where = _where_drops(ev)
     if where:
@@ -223,7 +233,7 @@ def _recommendations_text(out, report):
         out.append("  " + rec.command)
     sysctl_lines = [r.sysctl_conf_line for r in recs if r.sysctl_conf_line]
     if sysctl_lines:
-        out.append("Keep across reboots ({0}):".format(SYSCTL_FILE))
+        out.append("Keep across reboots ({0}):".format(DROPIN))
         for line in sysctl_lines:
             out.append("  " + line)
     if any(r.kind == "sysfs" for r in recs):

@@ -1,5 +1,5 @@
-"""One node's result: evidence, findings, recommendations and the success criteria, with the
-status and exit code they imply."""
+"""One node's result: evidence, findings, the causes that could not be assessed, recommendations
+and the success criteria, with the status and exit code they imply."""
 
 from dataclasses import dataclass, field
 from typing import List, Optional
@@ -16,6 +16,7 @@ EXIT_CODES = {HEALTHY: 0, PROBLEMS: 1, ERROR: 2}
 class Report:
     evidence: Optional[Evidence]
     findings: list = field(default_factory=list)
+    not_assessed: list = field(default_factory=list)   # diagnosis.NotAssessed: never findings
     recommendations: list = field(default_factory=list)
     criteria: List[Criterion] = field(default_factory=list)
     node: Optional[str] = None
@@ -68,7 +69,8 @@ def base_criteria(ev):
 
 
 def build_report(evidence, fallback_reason=None):
-    findings = diagnose(evidence)
+    diagnosis = diagnose(evidence)
+    findings = diagnosis.findings
     recs = recommend(evidence, findings)
     criteria = base_criteria(evidence)
     seen = {c.metric for c in criteria}
@@ -77,8 +79,8 @@ def build_report(evidence, fallback_reason=None):
             if row.metric not in seen:
                 seen.add(row.metric)
                 criteria.append(row)
-    return Report(evidence=evidence, findings=findings, recommendations=recs, criteria=criteria,
-                  node=evidence.node, fallback_reason=fallback_reason)
+    return Report(evidence=evidence, findings=findings, not_assessed=diagnosis.not_assessed,
+                  recommendations=recs, criteria=criteria, node=evidence.node, fallback_reason=fallback_reason)
 
 
 def error_report(sentence, node=None):

@@ -23,7 +23,6 @@ from .recommend import REMEDIES
 SYSCTL_PREFIX = "net.core."
 ALLOWED_SYSCTLS = frozenset(r.setting for r in REMEDIES.values() if r.setting.startswith(SYSCTL_PREFIX))
 CPUMASK_SYSCTLS = frozenset({"net.core.rps_default_mask"})
-SYSFS_FILES = ("rps_cpus", "rps_flow_cnt")
 SYSFS_PATH = re.compile(r"^/sys/class/net/([^/]+)/queues/rx-(\d+)/(rps_cpus|rps_flow_cnt)$")
 INT_TEXT = re.compile(r"^\d{1,19}$", re.ASCII)   # \d alone takes '١٠٠٠', which write_value cannot encode
 MASK_TEXT = re.compile(r"^[0-9a-fA-F]{1,8}(,[0-9a-fA-F]{1,8})*$")
@@ -53,10 +52,6 @@ class Paths:
     @property
     def real_kernel(self):
         return self.hostfs.prefix == ""
-
-    @property
-    def real_files(self):
-        return self.root == ""
 
 
 def normalize_root(path):

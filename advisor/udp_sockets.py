@@ -100,10 +100,3 @@ def owners(inodes, proc="/proc"):
         for inode in set(hits):
             found.setdefault(inode, []).append("{0}[{1}]".format(comm, pid))
     return found
-
-
-def describe(sock, drops, owner_names):
-    who = ", ".join(owner_names) if owner_names else "owner unknown"
-    addr = "[{0}]".format(sock.address) if ":" in sock.address else sock.address
-    return "{0} {1}:{2} ({3}): {4} drops, {5} bytes waiting".format(
-        sock.proto.upper(), addr, sock.port, who, drops, sock.rx_queue)

@@ -2,17 +2,18 @@
 (metric, before, target, after, pass or fail); the target is < 0.5 drops/s.
 
 "before" is the diagnosis window that led to the change (kept in the snapshot, so a later
-`--verify` compares against it too); "after" is measured here, from the kernel's own counters
-(softnet_stat column 2 per CPU, the interfaces' rx_dropped, UDP RcvbufErrors), over a window
-that starts after the change.
+`--verify` compares against it too); "after" is measured here over a window that starts after
+the change, through the same model: the collector's core ticks at both ends and the window is
+the difference of its two snapshots (softnet_stat column 2 per CPU, an interface's inbound
+drops as rx_dropped + rx_missed_errors, UDP RcvbufErrors), so before and after are one sum.
 """
 
 import time
 from dataclasses import dataclass
 from typing import Optional
 
-from netdrops_collector import snmp, softnet
-from netdrops_collector.counters import WRAP32
+from netdrops_collector import config, model
+from netdrops_collector.core import Collector
 from netdrops_collector.errors import ParseError
 
 from .diagnosis import TARGET_DROPS_PER_S, fmt_rate
@@ -86,60 +87,55 @@ def metrics_from_json(doc):
     return rows
 
 
-def read_counters(hostfs, metrics):
-    """{metric name: counter now} (None where it cannot be read)."""
+def counts(metrics, window):
+    """{metric name: count over the window} from a model.Window (None where it cannot tell):
+    CPUs' softnet drops, an interface's inbound drops (rx_dropped + rx_missed_errors, the sum
+    "before" is, as the core counts it), UDP RcvbufErrors (pure)."""
     out = {}
-    try:
-        rows = softnet.read_softnet(hostfs)
-    except (OSError, ParseError):
-        rows = None
-    udp = None
-    if any(m.kind == "udp_rcvbuf" for m in metrics):
-        try:
-            udp = snmp.read_socket_drops(hostfs).get("udp_rcvbuf_errors")
-        except (OSError, ParseError):
-            udp = None
     for m in metrics:
         if m.kind == "softnet":
-            if rows is None:
-                out[m.metric] = None
-            elif m.cpu is None:
-                out[m.metric] = {r.cpu: r.dropped for r in rows}
-            else:
-                out[m.metric] = {r.cpu: r.dropped for r in rows if r.cpu == m.cpu} or None
+            dropped = [c.dropped for c in window.cpus if m.cpu is None or c.cpu == m.cpu]
+            out[m.metric] = sum(dropped) if dropped else None
         elif m.kind == "iface":
-            text = None
-            try:
-                text = hostfs.read_value("sys/class/net", m.device, "statistics/rx_dropped")
-            except OSError:
-                pass
-            out[m.metric] = int(text) if text and text.isdigit() else None
+            iface = window.iface(m.device)
+            out[m.metric] = iface.inbound if iface is not None else None
         else:
-            out[m.metric] = udp
+            out[m.metric] = window.sockets.get("udp_rcvbuf_errors")
     return out
 
 
-def _delta(before, after):
-    if before is None or after is None:
-        return None
-    if isinstance(before, dict):
-        if set(before) != set(after):
-            common = set(before) & set(after)   # a CPU went offline or came online
-            before = {c: before[c] for c in common}
-            after = {c: after[c] for c in common}
-        return sum((after[c] - before[c]) % WRAP32 for c in before)
-    return max(0, after - before)
-
-
-def measure(hostfs, metrics, seconds, clock=time.monotonic, sleep=time.sleep):
-    """Fill in each metric's `after` rate over `seconds` from now."""
-    start_counters, start = read_counters(hostfs, metrics), clock()
-    sleep(seconds)
-    end_counters, end = read_counters(hostfs, metrics), clock()
-    elapsed = max(end - start, 1e-9)
+def measure(hostfs, metrics, seconds, clock=time.monotonic, sleep=time.sleep, source=None):
+    """Fill in each metric's `after` rate over `seconds` from now, through the collector's core
+    (its snapshots at both ends, the same counters and sums the diagnosis window had). The
+    interfaces to verify get charts from the start, so all their drops are counted. `source` is
+    the core's interface source (its own choice when None)."""
+    devices = [m.device for m in metrics if m.kind == "iface"]
+    window = None
+    start = clock()
+    try:
+        collector = Collector(config.build({"chart_interfaces": devices, "exclude_interfaces": []}),
+                              hostfs=hostfs, source=source)
+    except (OSError, ParseError):
+        collector = None
+    if collector is not None:
+        try:
+            collector.collect()
+            start = clock()
+            first = collector.snapshot(start)
+            sleep(seconds)
+            collector.collect()
+            window = model.delta(first, collector.snapshot(clock()))
+        except (OSError, ParseError):
+            window = None
+        finally:
+            collector.close()
+    else:
+        sleep(seconds)
+    elapsed = max(window.seconds if window is not None else clock() - start, 1e-9)
+    found = counts(metrics, window) if window is not None else {}
     for m in metrics:
-        delta = _delta(start_counters.get(m.metric), end_counters.get(m.metric))
-        m.after = None if delta is None else delta / elapsed
+        count = found.get(m.metric)
+        m.after = None if count is None else count / elapsed
     return elapsed
 
 

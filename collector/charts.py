@@ -11,6 +11,8 @@ dimension's id is "<chart id>_<name>" and its name is what users see: `cpu3`, `i
 
 import re
 
+from . import snmp, tuning
+
 PRECISION = 1000
 
 # Contexts: a contract with health.d and the advisor.
@@ -91,16 +93,15 @@ def host_charts():
     from .links import KINDS
     for kind in KINDS:
         by_id["drops_by_kind"].add_dim(kind)
-    for name in SOCKET_DIMS:
+    for name in snmp.SOCKET_KEYS:
         by_id["socket_drops"].add_dim(name)
     for name in TUNING_DIMS:
         by_id["tuning"].add_dim(name, algorithm="absolute")
     return charts
 
 
-SOCKET_DIMS = ("udp_rcvbuf_errors", "udp_in_errors", "udp_sndbuf_errors", "tcp_listen_drops", "tcp_listen_overflows")
-TUNING_DIMS = ("netdev_max_backlog", "netdev_budget", "netdev_budget_usecs", "rmem_default", "rmem_max",
-               "wmem_default", "wmem_max", "rps_sock_flow_entries", "rps_interfaces")
+# The tuning chart: the charted sysctls, and how many interfaces have RPS on.
+TUNING_DIMS = tuning.CHARTED_KEYS + ("rps_interfaces",)
 
 # Per-CPU dimensions: chart id -> (algorithm, divisor)
 CPU_DIM_CHARTS = {

@@ -5,6 +5,7 @@ Front-ends (the python.d module, the external plugin, the advisor's kernel sampl
 """
 
 import logging
+import time
 
 from . import charts, snmp, softnet, tuning
 from .charts import PRECISION
@@ -12,6 +13,7 @@ from .counters import WRAP64, MonotonicCounter
 from .config import matches
 from .hostfs import HostFS
 from .links import KINDS
+from .model import CpuSnapshot, IfaceSnapshot, Snapshot
 from .sources import open_source
 
 log = logging.getLogger("netdrops")
@@ -38,8 +40,8 @@ class Changes:
 
 
 class CpuCounters:
-    __slots__ = ("processed", "dropped", "squeeze", "rps", "flow_limit", "dropped_id", "squeeze_id",
-                 "processed_id", "flow_limit_id", "backlog_fill_id")
+    __slots__ = ("processed", "dropped", "squeeze", "rps", "flow_limit", "backlog_len", "has_rps",
+                 "has_flow_limit", "dropped_id", "squeeze_id", "processed_id", "flow_limit_id", "backlog_fill_id")
 
     def __init__(self, row):
         self.processed = MonotonicCounter(row.processed)
@@ -47,6 +49,10 @@ class CpuCounters:
         self.squeeze = MonotonicCounter(row.time_squeeze)
         self.rps = MonotonicCounter(row.received_rps or 0)
         self.flow_limit = MonotonicCounter(row.flow_limit_count or 0)
+        self.backlog_len = row.backlog_len  # the gauge as last read (None before 5.10)
+        # Columns this kernel prints (the file's layout does not change while it runs).
+        self.has_rps = row.received_rps is not None
+        self.has_flow_limit = row.flow_limit_count is not None
         # Dimension ids, made once: this CPU's values are set every tick.
         name = charts.cpu_dim_name(row.cpu)
         self.dropped_id = "softnet_dropped_" + name
@@ -86,6 +92,7 @@ class Collector:
         self.interfaces_seen = False
         self.ifaces = {}
         self.tuning = {}
+        self.rps_interfaces = None
         self.tuning_values = {}  # dimension id -> value, as of the last tuning read
         self.ticks = 0
         self.next_priority = charts.PRIORITY_BASE + 100
@@ -108,6 +115,27 @@ class Collector:
         self.ticks += 1
         self.values = values
         return values
+
+    def snapshot(self, monotonic=None, wall=None):
+        """The state after the last collect() as a model.Snapshot (running totals). Built on
+        demand, never by collect(): the tick does not pay for it. `monotonic` and `wall` say
+        when that tick ran (now, when not given)."""
+        cpus = [CpuSnapshot(cpu_id, c.processed.total, c.dropped.total, c.squeeze.total,
+                            c.rps.total if c.has_rps else None,
+                            c.flow_limit.total if c.has_flow_limit else None, c.backlog_len)
+                for cpu_id, c in sorted(self.cpus.items())]
+        interfaces = []
+        for key, state in self.ifaces.items():
+            labels = state.charts[0].labels  # what the charts say about it, made once
+            interfaces.append(IfaceSnapshot(
+                key, state.link.name, state.link.kind, state.link.role, labels.get("peer"),
+                labels.get("container"), labels.get("master"), state.received, state.inbound,
+                state.outbound, state.missed, state.fifo))
+        return Snapshot(
+            time.monotonic() if monotonic is None else monotonic, time.time() if wall is None else wall,
+            cpus, interfaces, dict(self.kind_totals),
+            {key: counter.total for key, (_dim_id, counter) in self.socket_counters.items()},
+            dict(self.tuning), self.rps_interfaces, self.cpu_ids_guessed, self.sockets_missing)
 
     def take_changes(self):
         changes, self.changes = self.changes, Changes()
@@ -148,6 +176,7 @@ class Collector:
                     totals["rps"] += cpu.rps.update(row.received_rps)
                 if row.flow_limit_count is not None:
                     cpu.flow_limit.update(row.flow_limit_count)
+            cpu.backlog_len = row.backlog_len
             values[cpu.dropped_id] = cpu.dropped.total
             values[cpu.squeeze_id] = cpu.squeeze.total
             values[cpu.processed_id] = cpu.processed.total
@@ -277,13 +306,13 @@ class Collector:
         self.tuning = tuning.read_sysctls(self.hostfs)
         for state in self.ifaces.values():
             try:
-                state.link.rps_on = tuning.rps_enabled(tuning.read_rps(self.hostfs, state.link.name))
+                state.link.rps_on = tuning.rps_enabled(tuning.read_rx_queues(self.hostfs, state.link.name))
             except OSError:
                 pass
         # Counted here, at the tuning pace, not every tick: it walks every known interface.
-        rps_interfaces = sum(1 for link in self.source.all_links() if link.rps_on)
-        values = {"tuning_" + key: self.tuning.get(key) for key in charts.TUNING_DIMS}
-        values["tuning_rps_interfaces"] = rps_interfaces
+        self.rps_interfaces = sum(1 for link in self.source.all_links() if link.rps_on)
+        values = {"tuning_" + key: self.tuning.get(key) for key in tuning.CHARTED_KEYS}
+        values["tuning_rps_interfaces"] = self.rps_interfaces
         self.tuning_values = {k: v for k, v in values.items() if v is not None}
 
     def _put_tuning(self, values):

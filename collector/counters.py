@@ -24,7 +24,3 @@ class MonotonicCounter:
         self.raw = raw
         self.total += delta
         return delta
-
-
-def delta32(new, old):
-    return (new - old) % WRAP32

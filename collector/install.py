@@ -15,6 +15,7 @@ container mount at different paths.
 """
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -124,13 +125,22 @@ def package_dir():
 DATA_DIRS = {"netdata_health": "health.d", "netdata_conf": "conf.d", "pythond": "pythond"}
 
 
+ADVISOR_PACKAGE = "netdrops_advisor"
+# The advisor's Function provider, which the plugin launcher passes to the plugin when the
+# advisor is copied beside the collector (the collector itself never imports the advisor).
+ADVISOR_FUNCTION_PROVIDER = "netdrops_advisor.function:provide"
+
+
 def advisor_dir():
-    """The advisor package beside this collector, or None where it is not installed."""
+    """The advisor package beside this collector, or None where it is not installed: located,
+    not imported."""
     try:
-        import netdrops_advisor
-    except ImportError:
+        spec = importlib.util.find_spec(ADVISOR_PACKAGE)
+    except (ImportError, ValueError):
         return None
-    return os.path.dirname(os.path.abspath(netdrops_advisor.__file__))
+    if spec is None or not spec.origin or not spec.submodule_search_locations:
+        return None
+    return os.path.dirname(os.path.abspath(spec.origin))
 
 
 def data_file(package, *parts):
@@ -177,10 +187,12 @@ def launcher_path_line(layout, dest):
     return path_line(layout.lib_dir, os.path.dirname(dest) if layout.docker else None)
 
 
-def plugin_launcher(lib_dir, python=NETDATA_PYTHON, first_line=None):
+def plugin_launcher(lib_dir, python=NETDATA_PYTHON, first_line=None, providers=()):
+    """The netdrops.plugin script; `providers`: the 'module:callable' specs of the Function
+    providers installed beside the collector (the plugin loads them, logging one that fails)."""
     return ("#!{0}\n# netdrops.plugin: Netdata external plugin for receive-path drops.\n{1}"
-            "from netdrops_collector.plugin import main\n\nsys.exit(main())\n").format(
-                python, first_line or path_line(lib_dir))
+            "from netdrops_collector.plugin import main\n\nsys.exit(main(providers={2!r}))\n").format(
+                python, first_line or path_line(lib_dir), list(providers))
 
 
 def package_files(layout, mode):
@@ -207,7 +219,9 @@ def front_end_files(layout, mode):
                 (os.path.join(layout.config_dir, "python.d", "netdrops.conf"),
                  read_bytes(data_file("netdata_conf", "python.d", "netdrops.conf")), 0o644, True)]
     dest = os.path.join(layout.plugins_dir, "netdrops.plugin")
-    return [(dest, plugin_launcher(layout.lib_dir, first_line=launcher_path_line(layout, dest)).encode(), 0o755, False),
+    providers = [ADVISOR_FUNCTION_PROVIDER] if advisor_dir() else []  # package_files copies it then
+    return [(dest, plugin_launcher(layout.lib_dir, first_line=launcher_path_line(layout, dest),
+                                   providers=providers).encode(), 0o755, False),
             (os.path.join(layout.config_dir, "netdrops.conf"),
              read_bytes(data_file("netdata_conf", "netdrops.conf")), 0o644, True)]
 

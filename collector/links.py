@@ -91,7 +91,7 @@ class LinkTable:
         if link.container is None and link.peer_netnsid is not None and self.netns_names is not None:
             link.container = self.netns_names.name_for(link.peer_netnsid)
         try:
-            link.rps_on = tuning.rps_enabled(tuning.read_rps(self.hostfs, name))
+            link.rps_on = tuning.rps_enabled(tuning.read_rx_queues(self.hostfs, name))
         except OSError:
             link.rps_on = False  # vanished between the event and this read
         return link
@@ -158,7 +158,7 @@ def link_from_sysfs(hostfs, name):
     link = Link(name, name, kind, slave_kind=slave_kind, wireless=wireless,
                 container=containers.container_from_name(name))
     try:
-        link.rps_on = tuning.rps_enabled(tuning.read_rps(hostfs, name))
+        link.rps_on = tuning.rps_enabled(tuning.read_rx_queues(hostfs, name))
     except OSError:
         pass
     return link

@@ -2,8 +2,8 @@
 
 Netdata starts it as `netdrops.plugin <update_every>` and reads the plugins.d protocol from its
 stdout. It exits 0 when Netdata closes the pipe, sends QUIT or SIGTERM, and logs to stderr
-(Netdata's error.log; collector.log on v2). It registers the Netdata Function `netdrops-advisor`
-(functions.py), whose calls arrive on stdin.
+(Netdata's error.log; collector.log on v2). It registers the Netdata Functions of the providers
+main() is given (functions.py), whose calls arrive on stdin.
 """
 
 import logging
@@ -42,7 +42,7 @@ class Job:
         self.known = {}  # chart id -> Chart, for SET lines and obsolete announcements
         self.next_run = 0.0
         self.last_run = None
-        self.on_tick = None  # called with (collector, values, changes, now) after each tick
+        self.tick_observers = []  # each called with (collector, values, changes, now) after each tick
         self.announce = ""   # protocol text sent once, after the first charts (FUNCTION)
         self.failure = None         # the message of the failure going on, if any
         self.failing_since = None
@@ -66,6 +66,11 @@ class Job:
             log.info("job %s: collecting again after %.0f s of failures", self.name, now - self.failing_since)
             self.failure = None
 
+    def add_tick_observer(self, observe):
+        """observe(collector, values, changes, now) after every tick, on the main loop: it must
+        not wait, nor raise (an exception counts as the tick's failure)."""
+        self.tick_observers.append(observe)
+
     def stop(self):
         """Close the collector now (its netlink socket) rather than whenever it is collected."""
         collector, self.collector = self.collector, None
@@ -86,8 +91,9 @@ class Job:
             self.start()
         values = self.collector.collect()
         changes = self.collector.take_changes()
-        if self.on_tick is not None:
-            self.on_tick(self.collector, values, changes, now)
+        if self.tick_observers:
+            for observe in self.tick_observers:
+                observe(self.collector, values, changes, now)
         every = self.cfg["update_every"]
         out = []
         for chart in changes.created:
@@ -155,7 +161,9 @@ def exit_at_once(*_signal):
     os._exit(0)
 
 
-def main(argv=None):
+def main(argv=None, providers=()):
+    """providers: the Netdata Functions to offer, each a callable provide(host, job) or its
+    'module:callable' spec (functions.attach); none by default."""
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="netdrops.plugin: %(levelname)s: %(message)s")
@@ -177,7 +185,7 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, exit_at_once)
     out = functions.LockedWriter(sys.stdout)
     try:
-        functions.attach(jobs[0], out, sys.stdin)
+        functions.attach(jobs[0], out, sys.stdin, providers)
         return run(jobs, out)
     except BrokenPipeError:
         # Netdata closed our stdout: it is stopping or restarting the plugin.

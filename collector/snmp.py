@@ -85,6 +85,9 @@ SOCKET_DROPS = {
     "tcp_listen_drops": (("TcpExt", "ListenDrops"),),
     "tcp_listen_overflows": (("TcpExt", "ListenOverflows"),),
 }
+# The one list of socket counter keys: the chart's dimensions, the core's snapshots and the
+# advisor's Evidence.sockets all take these.
+SOCKET_KEYS = tuple(SOCKET_DROPS)
 
 
 def _wanted(table):

@@ -17,6 +17,14 @@ SYSCTL_KEYS = (
 # Keys whose value is a number; the others are CPU masks (hex text).
 NUMERIC_KEYS = frozenset(SYSCTL_KEYS) - {"flow_limit_cpu_bitmap", "rps_default_mask"}
 
+# Subsets of SYSCTL_KEYS, in its order, each for a reason:
+# the tuning chart's: the numbers (a chart value is a number, the masks are text), but
+# dev_weight, which no alarm and no diagnosis reads;
+CHARTED_KEYS = tuple(k for k in SYSCTL_KEYS if k in NUMERIC_KEYS and k != "dev_weight")
+# the advisor's: what the diagnosis and the recommendations read (the charted ones, and
+# rps_default_mask, which the RPS remedy sets; flow_limit_cpu_bitmap and dev_weight it never reads).
+ADVISOR_KEYS = CHARTED_KEYS + ("rps_default_mask",)
+
 
 def sysctl_path(key):
     return "proc/sys/net/core/" + key
@@ -65,22 +73,24 @@ def format_cpu_mask(mask, ncpus):
     return ",".join(words)
 
 
-def read_rps(hostfs, device):
-    """{queue: (rps_mask int, rps_flow_cnt int)} for the device's RX queues."""
+def read_rx_queues(hostfs, device):
+    """[(queue, rps_cpus text, rps_flow_cnt)] of the device's RX queues in queue order (rx-2
+    before rx-10); the text or the count is None where unreadable or garbled; [] when the device
+    has no RX queues or is gone. The one reader of the RPS files: the core asks it whether RPS is
+    on, the advisor for the masks as the kernel shows them."""
     base = "sys/class/net/" + device + "/queues"
-    out = {}
-    for queue in sorted(hostfs.listdir(base)):
-        if not queue.startswith("rx-"):
-            continue
-        mask = parse_cpu_mask(hostfs.read_value(base, queue, "rps_cpus"))
+    queues = [q for q in hostfs.listdir(base) if q.startswith("rx-") and q[3:].isdigit()]
+    out = []
+    for queue in sorted(queues, key=lambda q: int(q[3:])):
         flow = hostfs.read_value(base, queue, "rps_flow_cnt")
         try:
             flow = int(flow) if flow is not None else None
         except ValueError:
             flow = None
-        out[queue] = (mask, flow)
+        out.append((queue, hostfs.read_value(base, queue, "rps_cpus"), flow))
     return out
 
 
-def rps_enabled(rps):
-    return any(mask for mask, _flow in rps.values() if mask)
+def rps_enabled(queues):
+    """Whether any of read_rx_queues()'s queues steers to a CPU."""
+    return any(parse_cpu_mask(mask) for _queue, mask, _flow in queues)

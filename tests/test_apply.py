@@ -315,7 +315,7 @@ def test_a_failed_file_write_undoes_the_runtime_changes(tree, report):
 def test_a_killed_run_leaves_its_snapshot_and_the_next_run_rolls_it_back(tree, report):
     before = tree.digest()
     path = report(backlog(), rps("veth0"), default_mask())
-    code, _out, _err = apply(tree, path, env={"NETDROPS_TEST_KILL_AT": "after-write-2"})
+    code, _out, _err = apply(tree, path, kill_at="after-write-2")
     assert code == -signal.SIGKILL
     assert tree.value("proc/sys/net/core/netdev_max_backlog") == "1000"   # two writes were made
     assert tree.value("proc/sys/net/core/rps_default_mask") == "0"        # the third was not
@@ -333,7 +333,7 @@ def test_a_killed_run_leaves_its_snapshot_and_the_next_run_rolls_it_back(tree, r
 def test_a_run_killed_after_the_snapshot_is_finished_by_the_next_apply(tree, report):
     before = tree.digest()
     path = report(backlog(), rps("veth0"), default_mask())
-    code, _out, _err = apply(tree, path, env={"NETDROPS_TEST_KILL_AT": "after-snapshot"})
+    code, _out, _err = apply(tree, path, kill_at="after-snapshot")
     assert code == -signal.SIGKILL
     assert tree.digest() != before and not os.path.exists(tree.path(DROPIN))
     code, out, err = apply(tree, path)
@@ -437,7 +437,7 @@ def test_at_a_terminal_it_asks_and_no_means_nothing_changes(tree, report):
 def test_at_a_terminal_a_killed_run_can_be_rolled_back(tree, report):
     before = tree.digest()
     path = report(backlog(), rps("veth0"))
-    code, _out, _err = apply(tree, path, env={"NETDROPS_TEST_KILL_AT": "after-write-1"})
+    code, _out, _err = apply(tree, path, kill_at="after-write-1")
     assert code == -signal.SIGKILL
     code, out, err = with_terminal(("--apply", "--root", tree.root, "--report", path), "r\n")
     assert code == 0, err

@@ -15,6 +15,7 @@ from netdrops_advisor import cli, render
 from netdrops_advisor.recommend import Recommendation
 
 ADVISOR = [sys.executable, "-m", "netdrops_advisor.cli"]
+KILLED_AT = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "advisor_killed_at.py")]
 NEW_BACKLOG = "1000"
 
 
@@ -153,11 +154,13 @@ def write_report(path, recs, node=None, local=True, in_container=False, dropped=
 
 # -- running the advisor -----------------------------------------------------------------------
 
-def advisor(*args, env=None, cwd=None, timeout=120, stdin=subprocess.DEVNULL):
-    """Run netdrops-advisor; no traceback ever. Returns (exit code, stdout, stderr)."""
+def advisor(*args, env=None, cwd=None, timeout=120, stdin=subprocess.DEVNULL, kill_at=None):
+    """Run netdrops-advisor; no traceback ever. Returns (exit code, stdout, stderr). kill_at: the
+    process SIGKILLs itself at that checkpoint of apply.execute() (tests/advisor_killed_at.py)."""
     full_env = dict(os.environ)
     full_env.update(env or {})
-    proc = subprocess.run(ADVISOR + list(args), capture_output=True, text=True, timeout=timeout, env=full_env,
+    command = ADVISOR if kill_at is None else KILLED_AT + [kill_at]
+    proc = subprocess.run(command + list(args), capture_output=True, text=True, timeout=timeout, env=full_env,
                           cwd=cwd, stdin=stdin)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc.returncode, proc.stdout, proc.stderr

@@ -15,6 +15,7 @@ import shlex
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -22,6 +23,7 @@ import uuid
 import pytest
 
 from lab import HEAVY, RPS_TARGET_CPU
+from netdrops_advisor import function as advisor_function
 from netdrops_collector import functions, softnet
 from protocol_check import parse
 
@@ -174,7 +176,7 @@ def rows_of(doc, kind):
 def test_plugin_registers_the_function_and_answers_on_stdin(plugin):
     text = plugin.wait_for('FUNCTION GLOBAL "netdrops-advisor"')
     stream = parse(text[:text.rindex("\n") + 1])  # strict: every line is plugins.d protocol
-    assert stream.functions["netdrops-advisor"] == (functions.TIMEOUT, functions.HELP)
+    assert stream.functions["netdrops-advisor"] == (advisor_function.TIMEOUT, advisor_function.HELP)
     # announced once, after the first charts, so it never sits inside a BEGIN/END block
     assert text.index("CHART ") < text.index("FUNCTION GLOBAL")
     time.sleep(2.5)  # a few ticks of samples
@@ -198,7 +200,7 @@ def test_plugin_registers_the_function_and_answers_on_stdin(plugin):
     status, ctype, body = plugin.call("netdrops-advisor format:json window:10")
     assert status == 200 and json.loads(body)["schema"] == "netdrops-advisor/1"
     status, ctype, body = plugin.call("netdrops-advisor help")
-    assert (status, ctype, body.strip()) == (200, "text/plain", functions.HELP)
+    assert (status, ctype, body.strip()) == (200, "text/plain", advisor_function.HELP)
     status, ctype, body = plugin.call("netdrops-advisor window:5")
     assert status == 400 and "window" in json.loads(body)["error_message"]
     status, ctype, body = plugin.call("processes")
@@ -344,16 +346,16 @@ def test_quit_without_a_newline_ends_the_plugin_at_once_with_0(plugin):
 
 
 def test_params_are_read_in_both_spellings_and_from_a_json_body():
-    assert functions.parse_params(["window:30", "format:text"]) == (30, "text")
-    assert functions.parse_params(["window=30", "format=json"]) == (30, "json")
-    assert functions.parse_params(["info", "after:1", "before:2"]) == (functions.WINDOW, "info")
-    assert functions.payload_params('{"selections": {"window": ["120"]}, "after": 1}', "application/json") == \
+    assert advisor_function.parse_params(["window:30", "format:text"]) == (30, "text")
+    assert advisor_function.parse_params(["window=30", "format=json"]) == (30, "json")
+    assert advisor_function.parse_params(["info", "after:1", "before:2"]) == (advisor_function.WINDOW, "info")
+    assert advisor_function.payload_params('{"selections": {"window": ["120"]}, "after": 1}', "application/json") == \
         ["window:120"]
-    assert functions.payload_params('{"window": 30, "format": "text"}', None) == ["window:30", "format:text"]
-    assert functions.payload_params("", "application/json") == []
+    assert advisor_function.payload_params('{"window": 30, "format": "text"}', None) == ["window:30", "format:text"]
+    assert advisor_function.payload_params("", "application/json") == []
     for body in ('[1]', '{"window": [1, 2]}', '{"window": true}', '{'):
         with pytest.raises(functions.CallError) as error:
-            functions.payload_params(body, "application/json")
+            advisor_function.payload_params(body, "application/json")
         assert error.value.status == 400
 
 
@@ -371,6 +373,232 @@ def test_stdin_commands_are_parsed_as_v2_and_137_send_them():
     assert reader.feed("QUIT") == ("quit", None)
     assert reader.feed('FUNCTION "unclosed') == ("malformed", 'FUNCTION "unclosed')
     assert reader.feed("") is None and reader.feed("SOMETHING else") is None
+
+
+# -- the plugin's Function machinery, without a plugin --------------------------------------
+
+class Captured:
+    """A LockedWriter's stand-in: the pieces of protocol written, in order."""
+
+    def __init__(self):
+        self.pieces = []
+        self.lock = threading.Lock()
+
+    def write_and_flush(self, text):
+        with self.lock:
+            self.pieces.append(text)
+
+    def results(self):
+        """[(transaction, status, content type, body)] of every FUNCTION_RESULT written."""
+        out = []
+        for piece in list(self.pieces):
+            head, _, rest = piece.partition("\n")
+            words = head.split()
+            out.append((words[1], int(words[2]), words[3], rest.rsplit("FUNCTION_RESULT_END\n", 1)[0].rstrip("\n")))
+        return out
+
+    def wait(self, count, timeout=5):
+        deadline = time.monotonic() + timeout
+        while len(self.pieces) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.results()
+
+
+def call_of(line):
+    return functions.parse_call(line)
+
+
+def echo(call):
+    if "fail" in call.params:
+        raise functions.CallError(409, "asked to fail")
+    if "crash" in call.params:
+        raise KeyError("boom")
+    return 200, "text/plain", " ".join(call.params) or "-"
+
+
+def test_the_host_registers_and_answers_by_name_with_netdatas_error_shape():
+    host = functions.FunctionHost(update_every=3)
+    assert host.registration() == ""
+    host.register("echo", 7, "Says it back.", echo)
+    host.register("other", 10, "Another one.", echo)
+    assert host.registration() == 'FUNCTION GLOBAL "echo" 7 "Says it back."\nFUNCTION GLOBAL "other" 10 "Another one."\n'
+    with pytest.raises(ValueError):
+        host.register("two words", 10, "x", echo)
+    with pytest.raises(ValueError):
+        host.register("q", 10, 'a "quoted" help', echo)
+
+    before = time.time()
+    head, body = host.answer(call_of('FUNCTION t1 10 "echo a b"')).split("\n", 1)
+    words = head.split()
+    assert words[:4] == ["FUNCTION_RESULT_BEGIN", "t1", "200", "text/plain"] and body == "a b\nFUNCTION_RESULT_END\n"
+    assert int(before) + 3 <= int(words[4]) <= time.time() + 3  # expires after update_every
+    for line, status, message in (('FUNCTION t2 10 "nothing"', 404, "netdrops.plugin has no function 'nothing'"),
+                                  ('FUNCTION t3 10 "echo fail"', 409, "asked to fail"),
+                                  ('FUNCTION t4 10 "echo crash"', 500, "echo failed: KeyError: 'boom'")):
+        head, body = host.answer(call_of(line)).split("\n", 1)
+        assert head.split()[2:4] == [str(status), "application/json"]
+        doc = json.loads(body.split("FUNCTION_RESULT_END")[0])
+        assert doc == {"status": status, "errorMessage": message, "error_message": message}
+
+
+def test_calls_run_on_threads_and_a_cancel_is_answered_once_with_499():
+    started, release = threading.Event(), threading.Event()
+
+    def slow(call):
+        started.set()
+        release.wait(5)
+        return 200, "text/plain", "cancelled" if call.cancelled.is_set() else "done"
+
+    host = functions.FunctionHost(update_every=1)
+    host.register("slow", 10, "Waits.", slow)
+    host.register("echo", 10, "Says it back.", echo)
+    out = Captured()
+    dispatcher = functions.Dispatcher(host, out, max_calls=2)
+    dispatcher.start(call_of('FUNCTION s1 10 "slow"'))
+    assert started.wait(5)
+    dispatcher.start(call_of('FUNCTION e1 10 "echo hi"'))  # not held up by the slow one
+    assert out.wait(1) == [("e1", 200, "text/plain", "hi")]
+    dispatcher.cancel("s1")
+    dispatcher.cancel("s1")        # once only
+    dispatcher.cancel("unknown")   # not ours: nothing
+    release.set()
+    time.sleep(0.2)                # the slow call ends, having seen its cancel: no second answer
+    results = out.results()
+    assert [r[:2] for r in results] == [("e1", 200), ("s1", functions.CANCELLED)]
+    assert json.loads(results[1][3])["errorMessage"] == "the call was cancelled"
+
+
+def test_more_calls_than_max_calls_are_answered_503_at_once():
+    release = threading.Event()
+    host = functions.FunctionHost(update_every=1)
+    host.register("slow", 10, "Waits.", lambda call: (release.wait(5), (200, "text/plain", "ok"))[1])
+    out = Captured()
+    dispatcher = functions.Dispatcher(host, out, max_calls=1)
+    dispatcher.start(call_of('FUNCTION a 10 "slow"'))
+    dispatcher.start(call_of('FUNCTION b 10 "slow"'))
+    assert [r[:2] for r in out.wait(1)] == [("b", 503)]
+    release.set()
+    assert [r[:2] for r in out.wait(2)] == [("b", 503), ("a", 200)]
+
+
+def test_the_fault_delay_is_read_only_from_its_variable_and_a_cancel_ends_it():
+    assert functions.fault_delay({}) == 0.0
+    assert functions.fault_delay({functions.FAULT_DELAY_ENV: "2.5"}) == 2.5
+    assert functions.fault_delay({functions.FAULT_DELAY_ENV: "soon"}) == 0.0
+    ran = []
+    host = functions.FunctionHost(update_every=1)
+    host.register("echo", 10, "Says it back.", lambda call: ran.append(call) or (200, "text/plain", "x"))
+    out = Captured()
+    dispatcher = functions.Dispatcher(host, out, delay=5)
+    dispatcher.start(call_of('FUNCTION d1 10 "echo"'))
+    dispatcher.cancel("d1")
+    time.sleep(0.2)
+    assert [r[:2] for r in out.results()] == [("d1", functions.CANCELLED)] and ran == []
+
+
+class FakeJob:
+    def __init__(self):
+        self.cfg = {"update_every": 2}
+        self.announce = ""
+        self.observers = []
+
+    def add_tick_observer(self, observe):
+        self.observers.append(observe)
+
+
+def provide_echo(host, job):
+    host.register("echo", 5, "Says it back.", echo)
+
+
+def test_attach_registers_what_its_providers_give_and_survives_a_broken_one(caplog):
+    job = FakeJob()
+    with open(os.devnull) as stdin:
+        host = functions.attach(job, Captured(), stdin, [])
+        assert host.functions == {} and job.announce == ""
+        with caplog.at_level("ERROR", logger="netdrops"):
+            host = functions.attach(job, Captured(), stdin, [
+                provide_echo, "no_such_module_here:provide", "json:dumps_not_there",
+                lambda host, job: 1 / 0])
+    assert list(host.functions) == ["echo"]
+    assert job.announce == 'FUNCTION GLOBAL "echo" 5 "Says it back."\n'
+    logged = caplog.text
+    assert "function provider no_such_module_here:provide not loaded: ModuleNotFoundError" in logged
+    assert "function provider json:dumps_not_there not loaded: AttributeError" in logged
+    assert "ZeroDivisionError" in logged
+
+
+def test_the_advisor_provider_registers_its_function_and_observes_ticks():
+    job = FakeJob()
+    host = functions.FunctionHost(update_every=2)
+    history = advisor_function.provide(host, job)
+    assert job.observers == [history.observe]
+    assert host.registration() == 'FUNCTION GLOBAL "{0}" {1} "{2}"\n'.format(
+        advisor_function.NAME, advisor_function.TIMEOUT, advisor_function.HELP)
+    head, body = host.answer(call_of('FUNCTION t 10 "netdrops-advisor"')).split("\n", 1)
+    assert head.split()[2] == "503" and "two samples" in body  # no tick yet
+    head, body = host.answer(call_of('FUNCTION t 10 "netdrops-advisor help"')).split("\n", 1)
+    assert head.split()[2:4] == ["200", "text/plain"] and body.startswith(advisor_function.HELP)
+
+
+# An installed distribution's entry points, as pip writes them.
+ENTRY_POINTS = "[netdrops.functions]\n{0}\n\n[console_scripts]\nsomething = x:y\n"
+
+
+def fake_distribution(tmp_path, name, lines):
+    info = tmp_path / "{0}-1.0.dist-info".format(name)
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: {0}\nVersion: 1.0\n".format(name))
+    (info / "entry_points.txt").write_text(ENTRY_POINTS.format(lines))
+
+
+def env_seeing(tmp_path):
+    """This environment, plus the distributions under tmp_path (the machine's install may lack them)."""
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+
+
+def installed_providers_with(tmp_path, *dists):
+    """installed_providers() in a fresh interpreter that also sees these distributions
+    [(dist name, entry point lines)]."""
+    for name, lines in dists:
+        fake_distribution(tmp_path, name, lines)
+    done = subprocess.run([sys.executable, "-c", "import json; from netdrops_collector.functions import "
+                           "installed_providers; print(json.dumps(installed_providers()))"],
+                          capture_output=True, text=True, env=env_seeing(tmp_path), check=True)
+    return json.loads(done.stdout)
+
+
+def test_installed_providers_are_read_from_the_entry_point_group_each_once(tmp_path):
+    found = installed_providers_with(
+        tmp_path, ("netdrops_a", "netdrops-advisor = netdrops_advisor.function:provide\nzz-echo = echo_mod:provide"),
+        ("netdrops_b", "netdrops-advisor = netdrops_advisor.function:provide"))
+    assert "echo_mod:provide" in found and found.count("netdrops_advisor.function:provide") == 1
+    assert found.index("netdrops_advisor.function:provide") < found.index("echo_mod:provide")  # by name
+
+
+def test_netdrops_collector_plugin_offers_the_function_of_the_installed_entry_point(tmp_path):
+    """The README's command for debugging by hand, with the entry point setup.cfg declares."""
+    fake_distribution(tmp_path, "netdrops_test", "netdrops-advisor = netdrops_advisor.function:provide")
+    proc = subprocess.Popen([sys.executable, "-m", "netdrops_collector", "plugin", "1"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env_seeing(tmp_path),
+                            cwd=str(tmp_path))
+    try:
+        out, deadline, asked = b"", time.monotonic() + 20, False
+        while b"FUNCTION_RESULT_END" not in out and time.monotonic() < deadline and proc.poll() is None:
+            if not asked and b'FUNCTION GLOBAL "netdrops-advisor"' in out:
+                proc.stdin.write(b'FUNCTION t1 10 "netdrops-advisor help"\n')
+                proc.stdin.flush()
+                asked = True
+            out += proc.stdout.read1(65536)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+        err = proc.stderr.read().decode()
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            stream.close()
+    text = out.decode()
+    assert 'FUNCTION GLOBAL "netdrops-advisor" {0} "{1}"\n'.format(advisor_function.TIMEOUT, advisor_function.HELP) in text, err
+    assert "FUNCTION_RESULT_BEGIN t1 200 text/plain " in text and advisor_function.HELP in text.split("t1 200", 1)[1]
+    assert "no Netdata Function is installed" not in err and "Traceback" not in err
 
 
 # -- a real Netdata 1.37 ------------------------------------------------------------------------
@@ -456,25 +684,25 @@ def test_netdata_137_passes_a_call_to_the_plugin_and_the_answer_back(netdata_fac
         install_plugin(nd.root, nd.plugins_dir, nd.config_dir)
         nd.start()
         parent.accept()
-        registered = nd.wait_for(lambda: nd.api("/api/v1/info").get("functions", {}).get(functions.NAME), 60,
+        registered = nd.wait_for(lambda: nd.api("/api/v1/info").get("functions", {}).get(advisor_function.NAME), 60,
                                  what="netdrops-advisor in /api/v1/info functions")
-        assert registered["help"] == functions.HELP and registered["timeout"] == functions.TIMEOUT
+        assert registered["help"] == advisor_function.HELP and registered["timeout"] == advisor_function.TIMEOUT
         assert "GLOBAL" in registered["options"]
         # 1.37 keeps Functions off its own HTTP API: Netdata Cloud (or a parent) calls them
         with pytest.raises(Exception) as refused:
-            nd.api("/api/v1/function", {"function": functions.NAME})
+            nd.api("/api/v1/function", {"function": advisor_function.NAME})
         assert getattr(refused.value, "code", None) == 403
         nd.wait_chart("netdrops_local.softnet_dropped")
         time.sleep(2)
 
-        status, ctype, body = parent.call(functions.NAME)
+        status, ctype, body = parent.call(advisor_function.NAME)
         assert (status, ctype) == (200, "application/json")
         doc = json.loads(body)
         check_table(doc)
         assert doc["report"]["node"] == nd.hostname  # computed inside Netdata's plugin (NETDATA_HOSTNAME)
         assert doc["update_every"] == 1
         # Netdata rewrites '=' to ':' on the way: window=10 arrives as window:10
-        status, ctype, body = parent.call(functions.NAME + " window=10 format=text")
+        status, ctype, body = parent.call(advisor_function.NAME + " window=10 format=text")
         assert (status, ctype) == (200, "text/plain") and "backlog drops" in body
         # no complaint about our FUNCTION lines (1.37 logs malformed ones and unknown transactions)
         assert not [line for line in nd.log_text().splitlines() if "FUNCTION" in line]

@@ -23,6 +23,7 @@ import urllib.parse
 import urllib.request
 import uuid
 
+from netdrops_advisor import function as advisor_function
 from netdrops_collector import functions
 
 PLUGIN = "netdrops.plugin"
@@ -53,7 +54,7 @@ def start_agent(factory, name, env=None):
     nd = factory(name, env=env)
     nd.install_netdrops("plugin")
     nd.start()
-    nd.wait_for(lambda: functions.NAME in nd.api("/api/v1/info").get("functions", {}), 60,
+    nd.wait_for(lambda: advisor_function.NAME in nd.api("/api/v1/info").get("functions", {}), 60,
                 what="netdrops-advisor in /api/v1/info functions")
     nd.wait_chart("netdrops_local.softnet_dropped")
     time.sleep(2)  # two ticks of samples
@@ -81,7 +82,7 @@ def agent_lines(nd, *needles):
 def check_v2_table(doc):
     """A v2 simple table (FUNCTION_UI_REFERENCE.md, Simple Table Format)."""
     assert doc["status"] == 200 and doc["type"] == "table" and doc["has_history"] is False
-    assert doc["help"] == functions.HELP
+    assert doc["help"] == advisor_function.HELP
     columns = doc["columns"]
     assert sorted(c["index"] for c in columns.values()) == list(range(len(columns)))
     assert [name for name, c in columns.items() if c["unique_key"]] == ["Row"]
@@ -99,33 +100,33 @@ def test_v2_answers_get_post_and_info_over_its_local_api(netdata_v2_factory):
     nd = start_agent(netdata_v2_factory, "fnv2")
     pids = plugin_pids(nd)
 
-    status, ctype, body = request(nd, functions.NAME)
+    status, ctype, body = request(nd, advisor_function.NAME)
     assert status == 200 and ctype.startswith("application/json")
     doc = check_v2_table(json.loads(body))
     assert doc["report"]["node"] == nd.hostname
     assert doc["report"]["window"]["seconds"] >= 1
 
     # v2 passes `=` through (1.37 rewrote it to `:`): both spellings work
-    status, ctype, body = request(nd, functions.NAME + " window=10 format=text")
+    status, ctype, body = request(nd, advisor_function.NAME + " window=10 format=text")
     assert status == 200 and ctype.startswith("text/plain") and "backlog drops" in body
 
     # the dashboard's preflight: what it may send, and `v: 3` to send it as POST
-    status, _ctype, body = request(nd, functions.NAME + " info")
+    status, _ctype, body = request(nd, advisor_function.NAME + " info")
     info = json.loads(body)
     assert status == 200 and info["v"] == 3 and info["status"] == 200 and info["type"] == "table"
     assert info["has_history"] is False and "window" in info["accepted_params"]
     window = [p for p in info["required_params"] if p["id"] == "window"][0]
-    assert [o["id"] for o in window["options"] if o.get("defaultSelected")] == [str(functions.WINDOW)]
+    assert [o["id"] for o in window["options"] if o.get("defaultSelected")] == [str(advisor_function.WINDOW)]
 
     # POST with a JSON body, as v2's dashboard sends after `info`
-    status, _ctype, body = request(nd, functions.NAME, body={"selections": {"window": ["30"]}})
+    status, _ctype, body = request(nd, advisor_function.NAME, body={"selections": {"window": ["30"]}})
     assert status == 200
     check_v2_table(json.loads(body))
-    status, ctype, body = request(nd, functions.NAME, body={"format": "json", "window": 10})
+    status, ctype, body = request(nd, advisor_function.NAME, body={"format": "json", "window": 10})
     assert status == 200 and json.loads(body)["schema"] == "netdrops-advisor/1"
     # a bad value in the body: an answer v2's dashboard can show (errorMessage), at once
     started = time.monotonic()
-    status, _ctype, body = request(nd, functions.NAME, body={"selections": {"window": ["5"]}})
+    status, _ctype, body = request(nd, advisor_function.NAME, body={"selections": {"window": ["5"]}})
     assert status == 400 and "window" in json.loads(body)["errorMessage"]
     assert time.monotonic() - started < 5
 
@@ -162,13 +163,13 @@ def test_v2_cancels_a_running_call_the_plugin_answers_it_once_and_serves_the_nex
     assert len(pids) == 1
 
     transaction = uuid.uuid4().hex
-    open_and_drop(nd, functions.NAME, transaction, after=1)  # cancelled 1 s into its 4 s
+    open_and_drop(nd, advisor_function.NAME, transaction, after=1)  # cancelled 1 s into its 4 s
     dropped = time.monotonic()
     # the same transaction is free again once the plugin answered the cancel (unanswered, v2
     # keeps it for the call's timeout and refuses it at once with 400 "Duplicate transaction.")
     while True:
         started = time.monotonic()
-        status, _ctype, body = request(nd, functions.NAME, transaction=transaction)
+        status, _ctype, body = request(nd, advisor_function.NAME, transaction=transaction)
         if status != 400 or started - dropped > 3:
             break
         time.sleep(0.1)
@@ -181,9 +182,9 @@ def test_v2_cancels_a_running_call_the_plugin_answers_it_once_and_serves_the_nex
 
     # a call that outlives its timeout: v2 answers 504 and cancels it with the next call; the
     # plugin answers neither (v2 has forgotten the transaction)
-    status, _ctype, body = request(nd, functions.NAME, timeout=2)
+    status, _ctype, body = request(nd, advisor_function.NAME, timeout=2)
     assert status == 504, body
-    status, _ctype, body = request(nd, functions.NAME + " format=json")
+    status, _ctype, body = request(nd, advisor_function.NAME + " format=json")
     assert status == 200 and json.loads(body)["schema"] == "netdrops-advisor/1"
     time.sleep(1)
 

@@ -1,8 +1,13 @@
 """netdrops-collector install/uninstall into a Netdata tree the test lays out."""
 
+import io
 import json
 import os
+import select
 import subprocess
+import sys
+import tarfile
+import time
 
 
 def layout(tmp_path):
@@ -187,3 +192,66 @@ def test_auto_mode_is_the_plugin_on_v2_and_python_d_on_137(tmp_path):
     assert "netdrops.plugin" in r.stderr and "netdrops.chart.py" not in r.stderr
     r = run("install", "--netdata", str(root), "--netdata-version", "1.37", "--dry-run")
     assert "netdrops.chart.py" in r.stderr and "netdrops.plugin" not in r.stderr
+
+
+# The last commit before the plugin's Functions had providers: its launcher calls main() alone
+# and its collector imported the advisor itself.
+BEFORE_FUNCTION_PROVIDERS = "0fe8562dac5dbdf519b7a5fcfba9bff2bce635d9"
+
+
+def checkout_of(commit, dest):
+    """The collector and advisor of `commit` as importable packages, from git."""
+    archive = subprocess.run(["git", "-C", REPO, "archive", "--format=tar", commit, "collector", "advisor",
+                              "health.d", "conf.d"], check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(str(dest))
+    os.rename(str(dest / "collector"), str(dest / "netdrops_collector"))
+    os.rename(str(dest / "advisor"), str(dest / "netdrops_advisor"))
+    return str(dest)
+
+
+def first_lines_of_plugin(launcher, config_dir, until, timeout=20):
+    """What the installed launcher writes (with Netdata's pipe on stdin) up to `until`."""
+    env = dict(os.environ, NETDATA_USER_CONFIG_DIR=config_dir, NETDATA_PLUGINS_DIR=os.path.dirname(launcher))
+    proc = subprocess.Popen([launcher, "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    out, deadline = b"", time.monotonic() + timeout
+    try:
+        while until.encode() not in out and time.monotonic() < deadline:
+            if select.select([proc.stdout], [], [], 0.5)[0]:
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                out += chunk
+    finally:
+        proc.stdin.close()  # Netdata is done with it: it exits 0
+        assert proc.wait(timeout=10) == 0
+        err = proc.stderr.read().decode()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert until.encode() in out, (out[-500:], err)
+    assert "Traceback" not in err and "ERROR" not in err, err
+    return out.decode()
+
+
+def test_an_upgrade_over_a_plugin_install_of_before_providers_rewrites_the_launcher(tmp_path):
+    dirs = {k: str(tmp_path / k) for k in ("plugins", "pythond", "config", "lib")}
+    args = ["install", "--mode", "plugin", "--no-health"] + [
+        a for k in ("plugins", "pythond", "config", "lib") for a in ("--{0}-dir".format(k), dirs[k])]
+    env = dict(os.environ, PYTHONPATH=checkout_of(BEFORE_FUNCTION_PROVIDERS, tmp_path / "old"))
+    old = subprocess.run([sys.executable, "-c", "import sys; from netdrops_collector.cli import main; sys.exit(main())"]
+                         + args, capture_output=True, text=True, env=env, cwd=str(tmp_path))
+    assert old.returncode == 0, old.stderr
+    launcher = os.path.join(dirs["plugins"], "netdrops.plugin")
+    with open(launcher) as f:
+        assert f.read().endswith("sys.exit(main())\n")  # the old launcher
+    assert not os.path.exists(os.path.join(dirs["lib"], "netdrops_advisor", "function.py"))
+
+    new = run(*args)
+    assert new.returncode == 0, new.stderr
+    assert "writing {0}".format(launcher) in new.stderr
+    with open(launcher) as f:
+        assert "main(providers=['netdrops_advisor.function:provide'])" in f.read()
+    assert os.path.exists(os.path.join(dirs["lib"], "netdrops_advisor", "function.py"))
+    text = first_lines_of_plugin(launcher, dirs["config"], 'FUNCTION GLOBAL "netdrops-advisor"')
+    assert "BEGIN " in text  # registered after the first charts, as before

@@ -1,0 +1,45 @@
+"""Examining one node, as a plain run and --apply both do: the Netdata at the URL (netdrops
+charts, else Netdata's own), else this machine's kernel sampled for a window. cli.py and
+apply_cli.py both call it, so neither imports the other for it."""
+
+from . import gather
+from .errors import AdvisorError, MissingEvidence, NetdataError
+from .netdata_api import NetdataClient
+from .report import build_report, error_report
+
+NETDATA_WINDOW = 60   # Netdata keeps history: a minute costs no waiting
+KERNEL_WINDOW = 10    # sampling the kernel waits this long
+
+
+def read_netdata(args, url, hostfs):
+    """Evidence of one node (--node NAME through a parent, else the agent at url)."""
+    client = NetdataClient(url, args.timeout, token=args.token)
+    window = args.window or NETDATA_WINDOW
+    if args.node:
+        gather.check_node(client.info(), args.node, client.base_url)
+        node_client = client.for_node(args.node)
+        evidence = gather.from_netdata(node_client, window, hostfs=hostfs)
+        evidence.requests += client.requests
+        return evidence
+    return gather.from_netdata(client, window, hostfs=hostfs)
+
+
+def examine(args, url, use_netdata, remote, hostfs):
+    """The Report of one node; an AdvisorError becomes an error report. Netdata first when
+    use_netdata; without a usable one the kernel is sampled instead (the report says why),
+    unless Netdata was asked for (--source netdata) or the node is another machine (remote)."""
+    report = fallback = None
+    try:
+        if use_netdata:
+            try:
+                report = build_report(read_netdata(args, url, hostfs))
+            except (NetdataError, MissingEvidence) as err:
+                if args.source == "netdata" or remote:
+                    raise
+                fallback = str(err)
+        if report is None:
+            evidence = gather.from_kernel(args.window or KERNEL_WINDOW, hostfs=hostfs)
+            report = build_report(evidence, fallback_reason=fallback)
+    except AdvisorError as err:
+        report = error_report(str(err), node=args.node)
+    return report
