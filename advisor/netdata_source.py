@@ -58,6 +58,30 @@ CPU_IN_DIM = re.compile(r"^cpu(\d+)$")
 CPU_IN_CHART = re.compile(r"\.cpu(\d+)(?:_softnet_stat)?$")
 
 
+# Netdata's proc plugin charts these only once one of their counters is non-zero (its "auto"
+# setting, the default in 1.37 and v2): on a host where nothing overflowed since the agent started,
+# the chart is absent. A chart read from the same kernel file (key -> that chart) proves the agent
+# reads the file, so the absent chart then counts 0, not "unknown".
+CHARTED_ONCE_NONZERO = {
+    "ipv4.udperrors": "ipv4.packets",       # /proc/net/snmp
+    "ipv6.udperrors": "ipv6.packets",       # /proc/net/snmp6
+    "ip.tcp_accept_queue": "system.ip",     # /proc/net/netstat (TcpExt and IpExt)
+}
+
+
+class NeverCounted:
+    """In place of the window of a CHARTED_ONCE_NONZERO context that is absent while its file is
+    read: every counter of it is 0 over the window."""
+    columns = ()
+
+    @staticmethod
+    def by_chart():
+        return {}
+
+
+NEVER_COUNTED = NeverCounted()
+
+
 def choose_mode(contexts):
     if nd_charts.CTX_SOFTNET_DROPPED in contexts:
         return SOURCE_NETDROPS
@@ -83,6 +107,8 @@ def read_node(client, window_seconds, node_name=None):
     windows, notes = {}, []
     for context, group in plan:
         if context not in contexts:
+            if CHARTED_ONCE_NONZERO.get(context) in contexts:
+                windows[context] = NEVER_COUNTED
             continue
         try:
             windows[context] = client.window(context, window_seconds, group)
@@ -319,6 +345,8 @@ def _sockets(mode, windows):
     for what that chart does not have (no netdrops charts, or a netdrops that charted fewer)."""
     def dim(ctx, dim_id):
         w = windows.get(ctx)
+        if w is NEVER_COUNTED:
+            return 0.0
         if not w:
             return None
         values = [_count(c.value, w) for c in w.columns if c.dim_id == dim_id and c.value is not None]

@@ -299,3 +299,36 @@ def test_cli_usage_errors_exit_2():
     assert code == 0
     for option in ("--json", "--url", "--node", "--all-nodes", "--window", "--source", "--timeout"):
         assert option in out
+
+
+def _stock_node_evidence(drop_contexts=()):
+    """Evidence from the recorded stock-only 1.37.1 answers (which have system.ip and no
+    ip.tcp_accept_queue: nothing overflowed there), with some contexts taken out."""
+    contexts = recorded("contexts_stock_only")
+    doc = json.loads(contexts["body"])
+    for context in drop_contexts:
+        doc["contexts"].pop(context, None)
+    body = recorded("data_cpu_softnet_stat_stock")
+    routes = dict([route("info_single")])
+    routes[("/api/v1/contexts", None)] = (200, contexts["content_type"], json.dumps(doc))
+    routes[("/api/v1/data", None)] = (200, body["content_type"], body["body"])
+    with Replay(routes) as server:
+        client = NetdataClient(server.url)
+        info, mode, windows, labels, alarms, notes = netdata_source.read_node(client, 30)
+    return netdata_source.build_evidence("stock", server.url, info, mode, windows, labels, alarms, notes)
+
+
+def test_a_stock_chart_netdata_makes_only_once_it_counts_is_zero_while_its_file_is_read():
+    # ip.tcp_accept_queue is absent (never counted) while system.ip shows /proc/net/netstat is read
+    ev = _stock_node_evidence()
+    assert ev.sockets["tcp_listen_overflows"] == 0.0 and ev.sockets["tcp_listen_drops"] == 0.0
+    report = build_report(ev)
+    assert not any(n.cause.id == "listen_queue_overflow" for n in report.not_assessed)
+
+
+def test_a_stock_chart_is_unknown_when_nothing_shows_its_file_is_read():
+    ev = _stock_node_evidence(drop_contexts=("system.ip", "ipv4.udperrors", "ipv4.packets",
+                                             "ipv6.udperrors", "ipv6.packets"))
+    assert ev.sockets["tcp_listen_overflows"] is None and ev.sockets["udp_rcvbuf_errors"] is None
+    report = build_report(ev)
+    assert {"listen_queue_overflow", "socket_rcvbuf_overflow"} <= {n.cause.id for n in report.not_assessed}
