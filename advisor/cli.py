@@ -10,12 +10,14 @@ import os
 import sys
 import traceback
 
-from netdrops_collector.hostfs import HostFS
+from netdrops_collector.kernel.hostfs import HostFS
 
-from . import __version__, apply_cli, gather, render
+from . import __version__, render
+from .apply import apply_cli
+from .sources import gather
 from .errors import AdvisorError
 from .examine import KERNEL_WINDOW, NETDATA_WINDOW, examine
-from .netdata_api import DEFAULT_URL, TOKEN_ENV, NetdataClient, check_token, normalize_url
+from .sources.netdata_api import DEFAULT_URL, TOKEN_ENV, NetdataClient, check_token, normalize_url
 from .report import ERROR, HEALTHY, PROBLEMS, build_report, error_report
 
 MAX_WINDOW = 86400

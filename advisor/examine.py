@@ -2,9 +2,9 @@
 charts, else Netdata's own), else this machine's kernel sampled for a window. cli.py and
 apply_cli.py both call it, so neither imports the other for it."""
 
-from . import gather
+from .sources import gather
 from .errors import AdvisorError, MissingEvidence, NetdataError
-from .netdata_api import NetdataClient
+from .sources.netdata_api import NetdataClient
 from .report import build_report, error_report
 
 NETDATA_WINDOW = 60   # Netdata keeps history: a minute costs no waiting

@@ -1,7 +1,7 @@
 """The Netdata Function `netdrops-advisor` of the external plugin: the advisor's findings and
 recommendations, computed from the plugin's own samples of the last minute, as a table.
 
-The plugin's machinery (netdrops_collector.functions: calls on stdin, threads, cancel, answers)
+The plugin's machinery (netdrops_collector.frontends.functions: calls on stdin, threads, cancel, answers)
 runs it; this module is its provider, `provide(host, job)`, which the installed netdrops.plugin
 launcher passes to the plugin when the advisor is installed beside the collector, and which
 `netdrops-collector plugin` finds through the `netdrops.functions` entry point group. The
@@ -22,10 +22,13 @@ import socket
 import threading
 import time
 
-from netdrops_collector import functions, model, tuning
-from netdrops_collector.functions import CallError
+from netdrops_collector.frontends import functions
+from netdrops_collector import model
+from netdrops_collector.kernel import tuning
+from netdrops_collector.frontends.functions import CallError
 
-from . import hostfacts, kernel_sampler, procstat, render
+from .sources import hostfacts, kernel_sampler, procstat
+from . import render
 from .report import build_report
 
 log = logging.getLogger("netdrops")

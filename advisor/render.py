@@ -8,8 +8,8 @@ what the tests hold the output to.
 import json
 import textwrap
 
-from .diagnosis import fmt_rate
-from .persist import DROPIN
+from .diagnose.diagnosis import fmt_rate
+from .apply.persist import DROPIN
 from .report import ERROR, HEALTHY, PROBLEMS
 
 SCHEMA = "netdrops-advisor/1"

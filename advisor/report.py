@@ -4,9 +4,9 @@ and the success criteria, with the status and exit code they imply."""
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from .diagnosis import PROBLEM, TARGET_DROPS_PER_S, Criterion, diagnose
-from .evidence import Evidence
-from .recommend import recommend
+from .diagnose.diagnosis import PROBLEM, TARGET_DROPS_PER_S, Criterion, diagnose
+from .diagnose.evidence import Evidence
+from .diagnose.recommend import recommend
 
 HEALTHY, PROBLEMS, ERROR = "healthy", "problems", "error"
 EXIT_CODES = {HEALTHY: 0, PROBLEMS: 1, ERROR: 2}

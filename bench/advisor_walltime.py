@@ -113,7 +113,7 @@ def json_report(url):
 @contextlib.contextmanager
 def counting_api():
     """Count bytes and waiting time of every Netdata answer the advisor reads in this process."""
-    from netdrops_advisor.netdata_api import NetdataClient
+    from netdrops_advisor.sources.netdata_api import NetdataClient
     tally = {"requests": 0, "bytes": 0, "wait_s": 0.0}
     original = NetdataClient.get_bytes
 

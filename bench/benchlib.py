@@ -83,7 +83,7 @@ def rss_kib(pid="self"):
 # -- the bare kernel reads ---------------------------------------------------------------------
 
 def _recv_until_done(rtnl):
-    from netdrops_collector.netlink import NLMSG_DONE
+    from netdrops_collector.kernel.netlink import NLMSG_DONE
     while True:
         n = rtnl.sock.recv_into(rtnl.buf)
         # NLMSG_DONE is the last message of the last buffer: its type sits 16 bytes from the end
@@ -95,7 +95,7 @@ def _recv_until_done(rtnl):
 def bare_stats_dump(rtnl):
     """What the collector's kernel read costs by itself: the RTM_GETSTATS request and every
     recv, nothing parsed."""
-    from netdrops_collector import netlink
+    from netdrops_collector.kernel import netlink
     rtnl.seq += 1
     payload = netlink.IF_STATS_MSG.pack(socket.AF_UNSPEC, 0, 0, 1)
     rtnl.sock.send(netlink.build_request(netlink.RTM_GETSTATS, payload, rtnl.seq))
@@ -105,7 +105,7 @@ def bare_stats_dump(rtnl):
 def bare_link_dump(rtnl):
     """An RTM_GETLINK dump (every attribute of every link, stats included), nothing parsed:
     what node_exporter's netdev collector asks the kernel for by default (netlink)."""
-    from netdrops_collector import netlink
+    from netdrops_collector.kernel import netlink
     rtnl.seq += 1
     payload = netlink.IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
     rtnl.sock.send(netlink.build_request(netlink.RTM_GETLINK, payload, rtnl.seq))

@@ -25,8 +25,9 @@ from benchlib import (SOCKET_FILES, CacheEvictor, KeptReads, bare_stats_dump, cp
 
 def inner(ticks, memory_ticks):
     """Runs inside the namespace: measure and print one JSON line."""
-    from netdrops_collector import config, core, netlink
-    from netdrops_collector.hostfs import HostFS
+    from netdrops_collector import config, core
+    from netdrops_collector.kernel import netlink
+    from netdrops_collector.kernel.hostfs import HostFS
     rtnl = netlink.RtNetlink()
     host = HostFS("")
     collector = core.Collector(config.build({}), host)

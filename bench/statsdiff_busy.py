@@ -20,7 +20,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
-from netdrops_collector import netlink, statsdiff  # noqa: E402
+from netdrops_collector.kernel import netlink, statsdiff  # noqa: E402
 from stats_dumps import FakeDump  # noqa: E402
 
 SHARES = (0.0, 0.01, 0.1, 0.5, 1.0)

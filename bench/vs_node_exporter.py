@@ -260,7 +260,7 @@ def collect_once(plugins, exporters, i, fns, samples, counts):
 
 
 def inner(collections, rounds, binary, chart_all):
-    from netdrops_collector import netlink
+    from netdrops_collector.kernel import netlink
     workdir = tempfile.mkdtemp(prefix="netdrops-vsne-")
     plugins, exporters = [], []
     try:

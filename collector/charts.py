@@ -11,7 +11,7 @@ dimension's id is "<chart id>_<name>" and its name is what users see: `cpu3`, `i
 
 import re
 
-from . import snmp, tuning
+from .kernel import snmp, tuning
 
 PRECISION = 1000
 
@@ -90,7 +90,7 @@ def host_charts():
     by_id["softnet_dropped"].add_dim("total")
     by_id["softnet_squeeze"].add_dim("total")
     by_id["softnet_processed"].add_dim("rps_ipis")
-    from .links import KINDS
+    from .kernel.links import KINDS
     for kind in KINDS:
         by_id["drops_by_kind"].add_dim(kind)
     for name in snmp.SOCKET_KEYS:

@@ -67,15 +67,15 @@ def main(argv=None):
 
     args = parser.parse_args(argv)
     if args.command == "plugin":
-        from .functions import PROVIDER_GROUP, installed_providers
-        from .plugin import main as plugin_main
+        from .frontends.functions import PROVIDER_GROUP, installed_providers
+        from .frontends.plugin import main as plugin_main
         providers = installed_providers()
         if not providers:  # e.g. a source install whose metadata predates the group: pip install -e . again
             print("netdrops-collector: no Netdata Function is installed (entry point group {0}): "
                   "the plugin offers none".format(PROVIDER_GROUP), file=sys.stderr)
         return plugin_main([args.update_every] if args.update_every else [], providers=providers)
     if args.command == "openmetrics":
-        from .openmetrics_server import main as openmetrics_main
+        from .frontends.openmetrics_server import main as openmetrics_main
         return openmetrics_main(args.listen, args.update_every)
     if args.command in ("install", "uninstall"):
         from . import install

@@ -2,7 +2,7 @@
 
 import fnmatch
 
-from .links import KINDS
+from .kernel.links import KINDS
 
 DEFAULTS = {
     "update_every": 1,

@@ -7,14 +7,15 @@ Front-ends (the python.d module, the external plugin, the advisor's kernel sampl
 import logging
 import time
 
-from . import charts, snmp, softnet, tuning
+from . import charts
+from .kernel import snmp, softnet, tuning
 from .charts import PRECISION
-from .counters import WRAP64, MonotonicCounter
+from .kernel.counters import WRAP64, MonotonicCounter
 from .config import matches
-from .hostfs import HostFS
-from .links import KINDS
+from .kernel.hostfs import HostFS
+from .kernel.links import KINDS
 from .model import CpuSnapshot, IfaceSnapshot, Snapshot
-from .sources import open_source
+from .kernel.sources import open_source
 
 log = logging.getLogger("netdrops")
 

@@ -191,24 +191,30 @@ def plugin_launcher(lib_dir, python=NETDATA_PYTHON, first_line=None, providers=(
     """The netdrops.plugin script; `providers`: the 'module:callable' specs of the Function
     providers installed beside the collector (the plugin loads them, logging one that fails)."""
     return ("#!{0}\n# netdrops.plugin: Netdata external plugin for receive-path drops.\n{1}"
-            "from netdrops_collector.plugin import main\n\nsys.exit(main(providers={2!r}))\n").format(
+            "from netdrops_collector.frontends.plugin import main\n\nsys.exit(main(providers={2!r}))\n").format(
                 python, first_line or path_line(lib_dir), list(providers))
+
+
+def module_files(src):
+    """The .py files of the package at `src` and of its sub-packages (folders with an
+    __init__.py), relative to `src`, sorted; data packages are not modules and stay out."""
+    found = []
+    for d, subdirs, names in os.walk(src):
+        if d == src:
+            subdirs[:] = [s for s in subdirs if s not in DATA_DIRS]
+        subdirs[:] = sorted(s for s in subdirs if os.path.exists(os.path.join(d, s, "__init__.py")))
+        found.extend(os.path.relpath(os.path.join(d, n), src) for n in names if n.endswith(".py"))
+    return sorted(found)
 
 
 def package_files(layout, mode):
     """The collector's package (and, for the plugin's Netdata Function, the advisor's) in LIB."""
-    files = []
-    src = package_dir()
-    for name in sorted(os.listdir(src)):
-        if name.endswith(".py"):
-            files.append((os.path.join(layout.lib_dir, "netdrops_collector", name),
-                          read_bytes(os.path.join(src, name)), 0o644, False))
+    packages = [("netdrops_collector", package_dir())]
     advisor = advisor_dir() if mode == "plugin" else None
-    for name in sorted(os.listdir(advisor)) if advisor else ():
-        if name.endswith(".py"):  # the plugin's Function runs the advisor in Netdata's interpreter
-            files.append((os.path.join(layout.lib_dir, "netdrops_advisor", name),
-                          read_bytes(os.path.join(advisor, name)), 0o644, False))
-    return files
+    if advisor:  # the plugin's Function runs the advisor in Netdata's interpreter
+        packages.append((ADVISOR_PACKAGE, advisor))
+    return [(os.path.join(layout.lib_dir, package, rel), read_bytes(os.path.join(src, rel)), 0o644, False)
+            for package, src in packages for rel in module_files(src)]
 
 
 def front_end_files(layout, mode):
@@ -547,6 +553,11 @@ def _remove(path):
         pass
 
 
+def _inside(path, dirs):
+    """Whether `path` lies below one of `dirs`."""
+    return any(path.startswith(d + os.sep) for d in dirs)
+
+
 def uninstall(root=None, dry_run=False, docker=False, **dirs):
     layout = find_layout(root, docker, **dirs)
     manifest = load_manifest(layout)
@@ -565,7 +576,11 @@ def uninstall(root=None, dry_run=False, docker=False, **dirs):
     if dry_run:
         return 0
     _remove(os.path.join(layout.lib_dir, MANIFEST))
-    packages = [os.path.join(layout.lib_dir, p) for p in ("netdrops_collector", "netdrops_advisor")]
+    # Every folder that held a module we installed (sub-packages included, and those of an
+    # older layout) has the __pycache__ Python wrote beside it.
+    roots = [os.path.join(layout.lib_dir, p) for p in ("netdrops_collector", ADVISOR_PACKAGE)]
+    packages = roots + sorted({os.path.dirname(path) for path in manifest["files"]
+                               if path.endswith(".py") and _inside(path, roots)} - set(roots))
     for package in packages:
         shutil.rmtree(os.path.join(package, "__pycache__"), ignore_errors=True)
     # Directories install created, deepest first, if nothing else lives in them now (a lib dir

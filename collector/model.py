@@ -8,7 +8,7 @@ tick. A Window is the difference of two snapshots: counts over the window, with 
 start/end time. Front-ends render their dimensions from the declared charts; the advisor reads
 snapshots and windows, never dimension ids.
 
-A Window is also what the advisor makes of a Netdata agent's answers (advisor/netdata_source.py):
+A Window is also what the advisor makes of a Netdata agent's answers (advisor/sources/netdata_source.py):
 there counts are floats (sums of per-second rates) and None means "the source cannot tell".
 """
 

@@ -7,7 +7,8 @@ import os
 import signal
 import sys
 
-from netdrops_advisor import apply, cli
+from netdrops_advisor.apply import plan as apply
+from netdrops_advisor import cli
 
 
 def main(argv):

@@ -6,7 +6,7 @@ NLMSG_DONE last. Standard library only: bench/ uses it too.
 
 import struct
 
-from netdrops_collector import netlink
+from netdrops_collector.kernel import netlink
 
 DONE = netlink.NLMSGHDR.pack(20, netlink.NLMSG_DONE, 2, 1, 0) + b"\0" * 4
 

@@ -6,8 +6,9 @@ import json
 import pytest
 
 from test_advisor_support import evidence, local_host, nic, veth
-from netdrops_advisor import diagnosis, recommend, render
-from netdrops_advisor.evidence import CpuEvidence, HostFacts
+from netdrops_advisor.diagnose import diagnosis, recommend
+from netdrops_advisor import render
+from netdrops_advisor.diagnose.evidence import CpuEvidence, HostFacts
 from netdrops_advisor.report import build_report
 
 

@@ -13,10 +13,10 @@ import pytest
 
 from test_advisor_support import Replay, recorded, recorded_json
 from test_apply_support import Tree, advisor
-from netdrops_advisor import netdata_api, netdata_source
+from netdrops_advisor.sources import netdata_api, netdata_source
 from netdrops_advisor.errors import (MissingEvidence, NetdataFormatError, NetdataHTTPError, NetdataTimeout,
                                      NetdataUnreachable, UnknownNode)
-from netdrops_advisor.netdata_api import NetdataClient, parse_version, parse_window
+from netdrops_advisor.sources.netdata_api import NetdataClient, parse_version, parse_window
 from netdrops_advisor.report import build_report
 
 ADVISOR = [sys.executable, "-m", "netdrops_advisor.cli"]

@@ -1,8 +1,8 @@
 """The advisor's own parsers (text -> records), on text captured from the project VM (kernel
 6.18, 2 CPUs) and on the shapes other kernels and containers give."""
 
-from netdrops_advisor import hostfacts, procstat, udp_sockets
-from netdrops_advisor.netdata_api import normalize_url
+from netdrops_advisor.sources import hostfacts, procstat, udp_sockets
+from netdrops_advisor.sources.netdata_api import normalize_url
 
 # /proc/stat and /proc/net/udp as read on the project VM while a drop lab's receiver sat full.
 PROC_STAT = """\

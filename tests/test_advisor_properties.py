@@ -14,12 +14,13 @@ import struct
 import pytest
 from hypothesis import example, given, settings, strategies as st
 
-from netdrops_advisor import hostfacts, netdata_api, persist, procstat, snapshot, udp_sockets
-from netdrops_advisor import settings as values
+from netdrops_advisor.sources import hostfacts, netdata_api, procstat, udp_sockets
+from netdrops_advisor.apply import persist, snapshot
+from netdrops_advisor.apply import settings as values
 from netdrops_advisor.errors import (NetdataError, NetdataFormatError, NetdataHTTPError, NetdataTimeout,
                                      NetdataUnreachable, NetdataVersionError, UnknownNode)
-from netdrops_advisor.netdata_api import Alarm, Column, ContextMeta, MirroredHost, NetdataClient, NodeInfo
-from netdrops_collector.tuning import format_cpu_mask
+from netdrops_advisor.sources.netdata_api import Alarm, Column, ContextMeta, MirroredHost, NetdataClient, NodeInfo
+from netdrops_collector.kernel.tuning import format_cpu_mask
 from test_advisor_support import Replay, recorded_json
 
 u32 = st.integers(min_value=0, max_value=2 ** 32 - 1)

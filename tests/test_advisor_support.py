@@ -8,7 +8,7 @@ import os
 import threading
 import urllib.parse
 
-from netdrops_advisor.evidence import CpuEvidence, Evidence, HostFacts, IfaceEvidence
+from netdrops_advisor.diagnose.evidence import CpuEvidence, Evidence, HostFacts, IfaceEvidence
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "netdata_api")
 

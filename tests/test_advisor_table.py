@@ -14,8 +14,10 @@ import pytest
 
 import netdrops_advisor
 import netdrops_collector
-from netdrops_advisor import apply, diagnosis, recommend, render
-from netdrops_advisor.evidence import SOCKET_KEYS, TUNING_KEYS, CpuEvidence, Evidence, HostFacts, IfaceEvidence
+from netdrops_advisor.apply import plan as apply
+from netdrops_advisor.diagnose import diagnosis, recommend
+from netdrops_advisor import render
+from netdrops_advisor.diagnose.evidence import SOCKET_KEYS, TUNING_KEYS, CpuEvidence, Evidence, HostFacts, IfaceEvidence
 from netdrops_advisor.report import build_report
 
 from test_advisor_support import evidence, local_host, nic, veth
@@ -137,7 +139,7 @@ def _numbers_in(function):
 
 
 def test_no_decision_is_a_number_inside_a_detector():
-    path = os.path.join(ADVISOR_DIR, "diagnosis.py")
+    path = diagnosis.__file__
     with open(path) as f:
         tree = ast.parse(f.read())
     detectors = [n for n in tree.body if isinstance(n, ast.FunctionDef)
@@ -350,26 +352,35 @@ def test_checkpoints_do_nothing_in_the_product_whatever_the_environment(monkeypa
 # -- imports -----------------------------------------------------------------------------------
 
 def _imports(package_dir, package):
-    """{module: {modules of the same package it imports, at any depth of its code}}."""
+    """{module: {modules of the same package it imports, at any depth of its code}}; modules are
+    named relative to the package ('diagnose.diagnosis'), sub-packages by their folder."""
+    paths = {}
+    for d, _subdirs, names in os.walk(package_dir):
+        for name in names:
+            if name.endswith(".py") and "." not in name[:-3]:  # netdrops.chart.py is no module
+                parts = os.path.relpath(os.path.join(d, name), package_dir)[:-3].split(os.sep)
+                paths[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = os.path.join(d, name)
     graph = {}
-    for name in sorted(os.listdir(package_dir)):
-        if not name.endswith(".py"):
-            continue
-        module = name[:-3]
-        with open(os.path.join(package_dir, name)) as f:
+    for module, path in sorted(paths.items()):
+        with open(path) as f:
             tree = ast.parse(f.read())
+        here = module.split(".") if path.endswith("__init__.py") else module.split(".")[:-1]
+        here = [p for p in here if p]
         deps = set()
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom):
-                if node.level == 1 and node.module:
-                    deps.add(node.module.split(".")[0])
-                elif node.level == 1:
-                    deps.update(a.name for a in node.names)
+                if node.level:
+                    base = here[:len(here) - node.level + 1] + (node.module.split(".") if node.module else [])
                 elif node.module and node.module.startswith(package + "."):
-                    deps.add(node.module.split(".")[1])
+                    base = node.module.split(".")[1:]
+                else:
+                    continue
+                for alias in node.names:  # `from . import x` imports module x when there is one
+                    full = ".".join(base + [alias.name])
+                    deps.add(full if full in paths else ".".join(base))
             elif isinstance(node, ast.Import):
-                deps.update(a.name.split(".")[1] for a in node.names if a.name.startswith(package + "."))
-        graph[module] = {d for d in deps if d != module and os.path.exists(os.path.join(package_dir, d + ".py"))}
+                deps.update(a.name.split(".", 1)[1] for a in node.names if a.name.startswith(package + "."))
+        graph[module] = {d for d in deps if d != module and d in paths}
     return graph
 
 

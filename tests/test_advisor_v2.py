@@ -24,8 +24,8 @@ from lab import HEAVY, RPS_TARGET_CPU
 from test_advisor_lab import (ADVISOR, WINDOW, advise, advise_json, check_listen_overflow_seen, finding,
                               recommended, steady_window, veth_chart)
 from test_advisor_support import FIXTURES, Replay, recorded, recorded_json
-from netdrops_advisor import netdata_api, netdata_source
-from netdrops_advisor.netdata_api import TOKEN_ENV, TOKEN_HEADER
+from netdrops_advisor.sources import netdata_api, netdata_source
+from netdrops_advisor.sources.netdata_api import TOKEN_ENV, TOKEN_HEADER
 
 V2_FIXTURES = "v2.11"
 PER_CORE = {"plugin:proc:/proc/net/softnet_stat": {"softnet_stat per core": "yes"}}

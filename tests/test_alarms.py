@@ -525,7 +525,7 @@ def test_bond_slave_dropping_duplicates_stays_clear(netdata_factory, requires_ro
 # -- what the ratio alarms need from the collector -------------------------------------------
 
 def declared_iface_contexts():
-    from netdrops_collector.links import Link
+    from netdrops_collector.kernel.links import Link
     return {c.context: c for c in charts.iface_charts(Link(1, "eth9", "physical"), None, None, 0)}
 
 

@@ -21,7 +21,8 @@ import yaml
 
 from lab import SEED
 from netdatad import AGENT_V2
-from netdrops_collector import charts, openmetrics
+from netdrops_collector import charts
+from netdrops_collector.frontends import openmetrics
 from test_alarms import (CONTAINER_ROLES, HEALTH_FILE_V2, HOST_ROLES, QUIET_ROLES, RAISED, REPO, Watch,
                          by_name, ours, parse_health)
 from test_openmetrics import Exporter

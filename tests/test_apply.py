@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from netdrops_advisor import persist
-from netdrops_advisor.snapshot import SNAPSHOT_FILE
+from netdrops_advisor.apply import persist
+from netdrops_advisor.apply.snapshot import SNAPSHOT_FILE
 
 from test_apply_support import (ADVISOR, Tree, advisor, advisor_inprocess, backlog, default_mask, flow_cnt, one_line, rps,
                                 sysctl, write_report)
@@ -448,7 +448,7 @@ def test_at_a_terminal_a_killed_run_can_be_rolled_back(tree, report):
 # -- evidence from another node, gathered ------------------------------------------------------
 
 def test_node_evidence_is_refused_with_its_commands(tree, monkeypatch):
-    from netdrops_advisor import apply_cli
+    from netdrops_advisor.apply import apply_cli
     seen = {}
 
     def gathered(args, paths, remote):

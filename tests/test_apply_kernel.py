@@ -13,8 +13,8 @@ import subprocess
 
 import pytest
 
-from netdrops_collector.tuning import format_cpu_mask
-from netdrops_collector.softnet import parse_cpu_list
+from netdrops_collector.kernel.tuning import format_cpu_mask
+from netdrops_collector.kernel.softnet import parse_cpu_list
 
 from test_apply_support import advisor, advisor_inprocess, digest, flow_cnt, rps, write_report
 

@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 from netdrops_advisor import cli, render
-from netdrops_advisor.recommend import Recommendation
+from netdrops_advisor.diagnose.recommend import Recommendation
 
 ADVISOR = [sys.executable, "-m", "netdrops_advisor.cli"]
 KILLED_AT = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "advisor_killed_at.py")]

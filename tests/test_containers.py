@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from netdrops_collector import containers, netlink
-from netdrops_collector.hostfs import HostFS
+from netdrops_collector.kernel import containers, netlink
+from netdrops_collector.kernel.hostfs import HostFS
 
 
 @pytest.mark.parametrize("name, expected", [

@@ -4,9 +4,9 @@ tick: wrap-safe softnet totals, charts appearing on first drop, vanishing interf
 import os
 
 from netdrops_collector import config, core
-from netdrops_collector.counters import WRAP32
-from netdrops_collector.hostfs import HostFS
-from netdrops_collector.sources import ProcfsSource
+from netdrops_collector.kernel.counters import WRAP32
+from netdrops_collector.kernel.hostfs import HostFS
+from netdrops_collector.kernel.sources import ProcfsSource
 
 NETDEV_HEADER = ("Inter-|   Receive                                                |  Transmit\n"
                  " face |bytes    packets errs drop fifo frame compressed multicast|"

@@ -15,7 +15,7 @@ import pytest
 TICKS = textwrap.dedent("""
     import json, subprocess, sys
     from netdrops_collector import config, core
-    from netdrops_collector.hostfs import HostFS
+    from netdrops_collector.kernel.hostfs import HostFS
 
     def ip(*argv):
         subprocess.run(["ip"] + list(argv), check=True)
@@ -77,8 +77,8 @@ def test_a_veth_that_lived_less_than_a_tick_is_never_charted(namespace):
 # The source alone: what it reports as added between two takes, over the real kernel.
 ADDED = textwrap.dedent("""
     import json, subprocess, sys
-    from netdrops_collector.hostfs import HostFS
-    from netdrops_collector.sources import NetlinkSource
+    from netdrops_collector.kernel.hostfs import HostFS
+    from netdrops_collector.kernel.sources import NetlinkSource
 
     def ip(*argv):
         subprocess.run(["ip"] + list(argv), check=True)

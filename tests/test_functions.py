@@ -24,7 +24,8 @@ import pytest
 
 from lab import HEAVY, RPS_TARGET_CPU
 from netdrops_advisor import function as advisor_function
-from netdrops_collector import functions, softnet
+from netdrops_collector.frontends import functions
+from netdrops_collector.kernel import softnet
 from protocol_check import parse
 
 PLUGIN_ENV = {"NETDATA_PLUGINS_DIR": "/usr/lib/netdata/plugins.d"}  # as Netdata sets it
@@ -561,7 +562,7 @@ def installed_providers_with(tmp_path, *dists):
     [(dist name, entry point lines)]."""
     for name, lines in dists:
         fake_distribution(tmp_path, name, lines)
-    done = subprocess.run([sys.executable, "-c", "import json; from netdrops_collector.functions import "
+    done = subprocess.run([sys.executable, "-c", "import json; from netdrops_collector.frontends.functions import "
                            "installed_providers; print(json.dumps(installed_providers()))"],
                           capture_output=True, text=True, env=env_seeing(tmp_path), check=True)
     return json.loads(done.stdout)

@@ -24,7 +24,7 @@ import urllib.request
 import uuid
 
 from netdrops_advisor import function as advisor_function
-from netdrops_collector import functions
+from netdrops_collector.frontends import functions
 
 PLUGIN = "netdrops.plugin"
 FAULT_DELAY = 4     # seconds each call waits in the cancel test's agent (functions.FAULT_DELAY_ENV)

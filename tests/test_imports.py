@@ -75,7 +75,7 @@ def test_the_import_graph_reader_sees_every_kind_of_import():
 def test_the_collector_never_imports_the_advisor():
     graph = import_graph()
     assert "netdrops_advisor.function" in graph  # the advisor's Function is found, and seen
-    assert "netdrops_collector.functions" in graph["netdrops_advisor.function"]
+    assert "netdrops_collector.frontends.functions" in graph["netdrops_advisor.function"]
     wrong = sorted((m, d) for m, deps in graph.items() if m.startswith("netdrops_collector")
                    for d in deps if d.startswith("netdrops_advisor"))
     assert wrong == []
@@ -104,7 +104,7 @@ import netdrops_collector
 for module in pkgutil.walk_packages(netdrops_collector.__path__, "netdrops_collector."):
     if not module.name.endswith("__main__"):  # that one runs the command line
         importlib.import_module(module.name)
-from netdrops_collector import functions, plugin
+from netdrops_collector.frontends import functions, plugin
 from netdrops_collector.jobs import parse_jobs
 name, cfg = parse_jobs(None, 1)[0]
 job = plugin.Job(name, cfg)

@@ -255,3 +255,41 @@ def test_an_upgrade_over_a_plugin_install_of_before_providers_rewrites_the_launc
     assert os.path.exists(os.path.join(dirs["lib"], "netdrops_advisor", "function.py"))
     text = first_lines_of_plugin(launcher, dirs["config"], 'FUNCTION GLOBAL "netdrops-advisor"')
     assert "BEGIN " in text  # registered after the first charts, as before
+
+
+# The last commit whose packages were flat (every module beside __init__.py), before the
+# collector's kernel/ and frontends/ and the advisor's sources/, diagnose/ and apply/.
+LAST_FLAT_LAYOUT = "172c02d838d6a8a8d07c8323b37c63d648694934"
+
+
+def test_an_upgrade_over_a_flat_layout_install_removes_its_modules_and_uninstall_leaves_nothing(tmp_path, monkeypatch):
+    root = layout(tmp_path)
+    os.unlink(root / "usr/lib/netdata/plugins.d/python.d.plugin")  # the plugin, with the advisor's Function
+    before, dirs_before = tree(root), sorted(d for d, _s, _f in os.walk(root))
+    lib = root / "usr/lib/netdata/netdrops"
+    env = dict(os.environ, PYTHONPATH=checkout_of(LAST_FLAT_LAYOUT, tmp_path / "old"))
+    old = subprocess.run([sys.executable, "-c", "import sys; from netdrops_collector.cli import main; sys.exit(main())",
+                          "install", "--netdata", str(root), "--no-health"],
+                         capture_output=True, text=True, env=env, cwd=str(tmp_path))
+    assert old.returncode == 0, old.stderr
+    flat = ["netdrops_collector/softnet.py", "netdrops_collector/plugin.py", "netdrops_advisor/diagnosis.py",
+            "netdrops_advisor/apply.py"]
+    assert all((lib / name).exists() for name in flat)
+
+    new = run("install", "--netdata", str(root), "--no-health")
+    assert new.returncode == 0, new.stderr
+    assert [name for name in flat if (lib / name).exists()] == []
+    nested = ["netdrops_collector/kernel/softnet.py", "netdrops_collector/frontends/plugin.py",
+              "netdrops_advisor/diagnose/diagnosis.py", "netdrops_advisor/apply/plan.py"]
+    assert [name for name in nested if not (lib / name).exists()] == []
+    # Netdata's interpreter runs the installed plugin from LIB, writing __pycache__ in every sub-package.
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+    launcher = str(root / "usr/lib/netdata/plugins.d/netdrops.plugin")
+    text = first_lines_of_plugin(launcher, str(root / "etc/netdata"), 'FUNCTION GLOBAL "netdrops-advisor"')
+    assert "BEGIN " in text
+    assert (lib / "netdrops_collector/kernel/__pycache__").is_dir()
+
+    r = run("uninstall", "--netdata", str(root))
+    assert r.returncode == 0, r.stderr
+    assert tree(root) == before
+    assert sorted(d for d, _s, _f in os.walk(root)) == dirs_before

@@ -231,7 +231,11 @@ def test_docker_layout_survives_a_recreated_container(netdata_v2_factory, tmp_pa
                         "netdrops/netdrops_collector/core.py"]) <= set(rel)
     assert {os.path.dirname(p) for p in rel} <= {"custom-plugins.d", "custom-plugins.d/python.d", "python.d",
                                                  "health.d", "", "netdrops", "netdrops/netdrops_collector",
-                                                 "netdrops/netdrops_advisor"}
+                                                 "netdrops/netdrops_collector/kernel",
+                                                 "netdrops/netdrops_collector/frontends",
+                                                 "netdrops/netdrops_advisor", "netdrops/netdrops_advisor/sources",
+                                                 "netdrops/netdrops_advisor/diagnose",
+                                                 "netdrops/netdrops_advisor/apply"}
     for path in written:  # launchers and manifest name no host path
         with open(path, "rb") as f:
             data = f.read()

@@ -1,15 +1,18 @@
 """The measurement model's pure middle: the core's snapshots and their difference (collector/
-model.py), the one evidence builder (advisor/evidence.from_window) from a window of two
+model.py), the one evidence builder (advisor/diagnose/evidence.from_window) from a window of two
 snapshots, Netdata's recorded answers (1.37.1 and v2.11) to the same window model, and verify's
 before/after sums over an interface with NIC misses."""
 
 import pytest
 
-from netdrops_advisor import evidence, kernel_sampler, netdata_api, netdata_source, verify
-from netdrops_advisor.evidence import HostFacts
-from netdrops_collector import config, core, model, snmp, tuning
-from netdrops_collector.hostfs import HostFS
-from netdrops_collector.links import Link
+from netdrops_advisor.diagnose import evidence
+from netdrops_advisor.sources import kernel_sampler, netdata_api, netdata_source
+from netdrops_advisor.apply import verify
+from netdrops_advisor.diagnose.evidence import HostFacts
+from netdrops_collector import config, core, model
+from netdrops_collector.kernel import snmp, tuning
+from netdrops_collector.kernel.hostfs import HostFS
+from netdrops_collector.kernel.links import Link
 from test_advisor_support import recorded_json
 from test_core import HostTree
 
@@ -62,7 +65,7 @@ def test_the_cores_snapshot_is_its_running_totals(tmp_path):
     tree.add_iface("eth0", "physical")
     cfg = config.build({"interface_source": "procfs"})
     host = HostFS(tree.root)
-    from netdrops_collector.sources import ProcfsSource
+    from netdrops_collector.kernel.sources import ProcfsSource
     c = core.Collector(cfg, host, ProcfsSource(host))
     tree.flush()
     c.collect()

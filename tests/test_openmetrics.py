@@ -18,8 +18,10 @@ import urllib.request
 import pytest
 
 from netdatad import free_port
-from netdrops_collector import charts, openmetrics, softnet
-from netdrops_collector.links import KINDS, Link
+from netdrops_collector import charts
+from netdrops_collector.frontends import openmetrics
+from netdrops_collector.kernel import softnet
+from netdrops_collector.kernel.links import KINDS, Link
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -346,7 +348,8 @@ def test_a_real_prometheus_scrapes_and_queries_our_series(exporter):
 
 def test_the_go_d_job_scrapes_the_default_address():
     import yaml
-    from netdrops_collector import install, openmetrics_server
+    from netdrops_collector import install
+    from netdrops_collector.frontends import openmetrics_server
     with open(install.data_file("netdata_conf", "go.d", "prometheus-netdrops.conf")) as f:
         job = yaml.safe_load(f)["jobs"][0]
     assert job["name"] == "netdrops"

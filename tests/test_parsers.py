@@ -4,10 +4,10 @@ import os
 
 import pytest
 
-from netdrops_collector import netdev, netlink, snmp, softnet
-from netdrops_collector.counters import WRAP32, MonotonicCounter
+from netdrops_collector.kernel import netdev, netlink, snmp, softnet
+from netdrops_collector.kernel.counters import WRAP32, MonotonicCounter
 from netdrops_collector.errors import ParseError
-from netdrops_collector.hostfs import HostFS
+from netdrops_collector.kernel.hostfs import HostFS
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 

@@ -3,7 +3,8 @@
 
 from hypothesis import given, settings, strategies as st
 
-from netdrops_collector import config, jobs, netdev, netlink, snmp, softnet, tuning
+from netdrops_collector import config, jobs
+from netdrops_collector.kernel import netdev, netlink, snmp, softnet, tuning
 from netdrops_collector.errors import ParseError
 from stats_dumps import DONE, stats_message
 

@@ -21,7 +21,7 @@ import time
 import pytest
 
 from netdrops_collector import charts
-from netdrops_collector.plugin import KEEPALIVE, KEEPALIVE_SECONDS, RETRY_SECONDS, Job, run
+from netdrops_collector.frontends.plugin import KEEPALIVE, KEEPALIVE_SECONDS, RETRY_SECONDS, Job, run
 from netdatad import session_pids
 from protocol_check import parse
 

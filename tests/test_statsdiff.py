@@ -11,7 +11,7 @@ import struct
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from netdrops_collector import netlink, statsdiff
+from netdrops_collector.kernel import netlink, statsdiff
 from stats_dumps import MESSAGE_SIZE, FakeDump
 
 READ_FIELDS = (0, 1, 6, 7, 14, 15)  # the rtnl_link_stats64 fields the collector reads

@@ -10,7 +10,7 @@ from bases.FrameworkServices.SimpleService import SimpleService
 
 from netdrops_collector import config as nd_config
 from netdrops_collector.core import Collector
-from netdrops_collector.protocol import clabel_lines
+from netdrops_collector.frontends.protocol import clabel_lines
 
 ORDER = []
 CHARTS = {}

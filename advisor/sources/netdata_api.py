@@ -20,9 +20,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from .errors import (NetdataAuthRequired, NetdataFormatError, NetdataHTTPError, NetdataTimeout,
-                     NetdataUnreachable, NetdataVersionError, UnknownNode)
-from .jsonshape import finite_number, require_dict, require_list
+from ..errors import (NetdataAuthRequired, NetdataFormatError, NetdataHTTPError, NetdataTimeout,
+                      NetdataUnreachable, NetdataVersionError, UnknownNode)
+from ..jsonshape import finite_number, require_dict, require_list
 
 DEFAULT_URL = "http://127.0.0.1:19999"
 

@@ -19,8 +19,9 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from . import __version__, openmetrics
-from .core import Collector
+from .. import __version__
+from . import openmetrics
+from ..core import Collector
 
 log = logging.getLogger("netdrops")
 
@@ -204,8 +205,8 @@ def serve(cfg, listen=DEFAULT_LISTEN):
 def main(listen=DEFAULT_LISTEN, update_every=None):
     """The `openmetrics` command: the first job of netdrops.conf (the plugin's configuration,
     or NETDROPS_CONFIG), collected every update_every seconds."""
-    from . import config as nd_config
-    from .jobs import find_config, load_jobs
+    from .. import config as nd_config
+    from ..jobs import find_config, load_jobs
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="netdrops-collector openmetrics: %(levelname)s: %(message)s")
     if update_every is not None and update_every < 1:

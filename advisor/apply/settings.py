@@ -15,10 +15,10 @@ import os
 import re
 from dataclasses import dataclass
 
-from netdrops_collector.hostfs import HostFS
-from netdrops_collector.tuning import parse_cpu_mask
+from netdrops_collector.kernel.hostfs import HostFS
+from netdrops_collector.kernel.tuning import parse_cpu_mask
 
-from .recommend import REMEDIES
+from ..diagnose.recommend import REMEDIES
 
 SYSCTL_PREFIX = "net.core."
 ALLOWED_SYSCTLS = frozenset(r.setting for r in REMEDIES.values() if r.setting.startswith(SYSCTL_PREFIX))

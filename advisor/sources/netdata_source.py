@@ -10,8 +10,9 @@ import re
 from netdrops_collector import charts as nd_charts
 from netdrops_collector import model
 
-from .errors import MissingEvidence, NetdataHTTPError
-from .evidence import SOCKET_KEYS, SOURCE_NETDROPS, SOURCE_STOCK, TUNING_KEYS, Alarm, from_window, guess_kind
+from ..errors import MissingEvidence, NetdataHTTPError
+from ..diagnose.evidence import (SOCKET_KEYS, SOURCE_NETDROPS, SOURCE_STOCK, TUNING_KEYS, Alarm, from_window,
+                                 guess_kind)
 from .netdata_api import is_no_metrics
 
 SUM, MAX, AVERAGE = "sum", "max", "average"

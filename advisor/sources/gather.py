@@ -5,12 +5,12 @@ import ipaddress
 import socket
 import urllib.parse
 
-from netdrops_collector import links, sources, tuning
-from netdrops_collector.hostfs import HostFS
+from netdrops_collector.kernel import links, sources, tuning
+from netdrops_collector.kernel.hostfs import HostFS
 
 from . import hostfacts, kernel_sampler, netdata_source
-from .errors import UnknownNode
-from .evidence import TUNING_KEYS
+from ..errors import UnknownNode
+from ..diagnose.evidence import TUNING_KEYS
 
 
 def is_loopback_url(url):

@@ -11,13 +11,14 @@ does not take; evidence_from_sample() turns one into Evidence without touching t
 import collections
 import time
 
-from netdrops_collector import config, model, softnet
+from netdrops_collector import config, model
+from netdrops_collector.kernel import softnet
 from netdrops_collector.core import Collector
 from netdrops_collector.errors import ParseError
 
 from . import procstat, udp_sockets
-from .errors import MissingEvidence
-from .evidence import SOURCE_KERNEL, SocketDrop, from_window
+from ..errors import MissingEvidence
+from ..diagnose.evidence import SOURCE_KERNEL, SocketDrop, from_window
 
 TICK_SECONDS = 1.0
 FAST_SECONDS = 0.05

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from . import persist, settings
-from .jsonshape import finite_number, require_dict
+from ..jsonshape import finite_number, require_dict
 from .persist import FileState, PersistError
 from .settings import SettingError
 

@@ -10,7 +10,7 @@ id, which is wrong once a CPU is offline; `cpu_id_exact` says which one a row ca
 
 import collections
 
-from .errors import ParseError
+from ..errors import ParseError
 
 SOFTNET_PATH = "proc/net/softnet_stat"
 

@@ -16,7 +16,7 @@ from netdrops_collector import config, model
 from netdrops_collector.core import Collector
 from netdrops_collector.errors import ParseError
 
-from .diagnosis import TARGET_DROPS_PER_S, fmt_rate
+from ..diagnose.diagnosis import TARGET_DROPS_PER_S, fmt_rate
 
 ALL_CPUS = "backlog drops, all CPUs"
 UDP_ROW = "UDP receive-buffer errors"

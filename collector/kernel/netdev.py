@@ -4,7 +4,7 @@ The kernel prints rx "drop" as rx_dropped + rx_missed_errors, so the fallback ca
 two apart: it reports the sum as rx_dropped and missed as 0.
 """
 
-from .errors import ParseError
+from ..errors import ParseError
 
 NETDEV_PATH = "proc/net/dev"
 

@@ -14,7 +14,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from netdrops_collector.tuning import format_cpu_mask, parse_cpu_mask
+from netdrops_collector.kernel.tuning import format_cpu_mask, parse_cpu_mask
 
 from .diagnosis import KERNEL_DEFAULTS, MIN_CPUS_TO_SPREAD, TARGET, cpu_name
 

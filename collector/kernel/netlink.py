@@ -10,7 +10,7 @@ import select
 import socket
 import struct
 
-from .errors import ParseError
+from ..errors import ParseError
 
 NETLINK_ROUTE = 0
 RTMGRP_LINK = 1

@@ -11,13 +11,14 @@ import shlex
 import socket
 import sys
 
-from . import persist, render, verify
-from .apply import ApplyError, build_plan, execute, finish, pending, render_diff
-from .examine import examine
-from .gather import is_loopback_url
-from .netdata_api import DEFAULT_URL
+from . import persist, verify
+from .. import render
+from .plan import ApplyError, build_plan, execute, finish, pending, render_diff
+from ..examine import examine
+from ..sources.gather import is_loopback_url
+from ..sources.netdata_api import DEFAULT_URL
 from .persist import PersistError
-from .recommend import Recommendation
+from ..diagnose.recommend import Recommendation
 from .settings import Paths, SettingError
 from .snapshot import APPLYING, StateDir, StateError, rollback
 

@@ -22,8 +22,8 @@ import os
 from dataclasses import dataclass, field
 from typing import List
 
-from netdrops_collector.links import classify_sysfs
-from netdrops_collector.tuning import format_cpu_mask, parse_cpu_mask
+from netdrops_collector.kernel.links import classify_sysfs
+from netdrops_collector.kernel.tuning import format_cpu_mask, parse_cpu_mask
 
 from . import persist, settings
 from .persist import DROPIN, UDEV_RULES, FileState, PersistError

@@ -21,9 +21,9 @@ OpenMetrics 1.0.0 (`# UNIT`, counters' `_total` only on samples, `# EOF`).
 import logging
 import re
 
-from . import charts as ch
-from .charts import PRECISION
-from .links import KINDS
+from .. import charts as ch
+from ..charts import PRECISION
+from ..kernel.links import KINDS
 
 CONTENT_TYPE_PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 CONTENT_TYPE_OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from netdrops_collector import snmp, tuning
+from netdrops_collector.kernel import snmp, tuning
 
 SOURCE_NETDROPS = "netdata"          # Netdata with the netdrops.* charts
 SOURCE_STOCK = "netdata-stock"       # Netdata's own softnet/interface charts only

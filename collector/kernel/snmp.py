@@ -7,7 +7,7 @@ does not fix; TCP ListenOverflows/ListenDrops are accept-queue drops.
 
 import functools
 
-from .errors import ParseError
+from ..errors import ParseError
 
 SNMP_PATH = "proc/net/snmp"
 NETSTAT_PATH = "proc/net/netstat"

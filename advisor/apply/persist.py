@@ -23,7 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import List, Optional
 
-from .jsonshape import require_dict
+from ..jsonshape import require_dict
 
 SYSCTL_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d",
                "/lib/sysctl.d")

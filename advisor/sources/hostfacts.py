@@ -10,11 +10,11 @@ import os
 import re
 import subprocess
 
-from netdrops_collector import tuning
-from netdrops_collector.softnet import parse_cpu_list
+from netdrops_collector.kernel import tuning
+from netdrops_collector.kernel.softnet import parse_cpu_list
 
 from . import udp_sockets
-from .evidence import HostFacts, SocketDrop
+from ..diagnose.evidence import HostFacts, SocketDrop
 
 FULL_UID_MAP = ("0", "0", "4294967295")
 # What the kernel writes (ASCII digits, 'a-b' ranges, commas), up to CONFIG_NR_CPUS's maximum of

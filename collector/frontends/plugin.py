@@ -12,10 +12,11 @@ import signal
 import sys
 import time
 
-from . import config as nd_config
-from . import charts, functions, protocol
-from .core import Collector
-from .jobs import load_jobs
+from .. import config as nd_config
+from .. import charts
+from . import functions, protocol
+from ..core import Collector
+from ..jobs import load_jobs
 
 log = logging.getLogger("netdrops")
 

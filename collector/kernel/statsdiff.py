@@ -16,7 +16,7 @@ sizes, an error) is parsed in full, exactly as the first dump is.
 import struct
 
 from . import netlink
-from .errors import ParseError
+from ..errors import ParseError
 
 DONE_LEN = netlink.NLMSGHDR.size + 4  # the dump's final NLMSG_DONE carries one errno
 DONE_PREFIX = struct.pack("=IH", DONE_LEN, netlink.NLMSG_DONE)

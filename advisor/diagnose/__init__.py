@@ -1,0 +1,2 @@
+"""Deciding: the evidence model, the declared table of causes, and the changes that address them.
+"""
