@@ -110,7 +110,25 @@ class IfaceCounts:
         self.fifo = fifo
 
 
-class Window:
+class ByCpuAndName:
+    """cpu(id) and iface(name) over `cpus` and `interfaces`: for a Window, and for the advisor's
+    Evidence, which holds the same two lists."""
+    __slots__ = ()
+
+    def cpu(self, cpu_id):
+        for cpu in self.cpus:
+            if cpu.cpu == cpu_id:
+                return cpu
+        return None
+
+    def iface(self, name):
+        for iface in self.interfaces:
+            if iface.name == name:
+                return iface
+        return None
+
+
+class Window(ByCpuAndName):
     __slots__ = ("seconds", "start_time", "end_time", "cpus", "interfaces", "drops_by_kind", "sockets",
                  "tuning", "rps_interfaces", "cpu_ids_guessed")
 
@@ -127,17 +145,6 @@ class Window:
         self.rps_interfaces = rps_interfaces
         self.cpu_ids_guessed = cpu_ids_guessed
 
-    def cpu(self, cpu_id):
-        for cpu in self.cpus:
-            if cpu.cpu == cpu_id:
-                return cpu
-        return None
-
-    def iface(self, name):
-        for iface in self.interfaces:
-            if iface.name == name:
-                return iface
-        return None
 
 
 def _minus(last, first):

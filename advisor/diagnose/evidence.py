@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from netdrops_collector.kernel import snmp, tuning
+from netdrops_collector.model import ByCpuAndName
 
 SOURCE_NETDROPS = "netdata"          # Netdata with the netdrops.* charts
 SOURCE_STOCK = "netdata-stock"       # Netdata's own softnet/interface charts only
@@ -111,7 +112,7 @@ class Alarm:
 
 
 @dataclass
-class Evidence:
+class Evidence(ByCpuAndName):
     node: str
     source: str
     source_detail: str               # one sentence: where the numbers came from
@@ -146,17 +147,6 @@ class Evidence:
         values = [getattr(c, attr) for c in self.cpus if getattr(c, attr) is not None]
         return sum(values) if values else None
 
-    def cpu(self, cpu_id):
-        for cpu in self.cpus:
-            if cpu.cpu == cpu_id:
-                return cpu
-        return None
-
-    def iface(self, name):
-        for iface in self.interfaces:
-            if iface.name == name:
-                return iface
-        return None
 
     def to_dict(self):
         doc = dataclasses.asdict(self)
