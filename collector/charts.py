@@ -11,7 +11,7 @@ dimension's id is "<chart id>_<name>" and its name is what users see: `cpu3`, `i
 
 import re
 
-from .kernel import snmp, tuning
+from .kernel import dropreasons, snmp, tuning
 
 PRECISION = 1000
 
@@ -28,6 +28,7 @@ CTX_IFACE_NIC_LOSS = "netdrops.iface_nic_loss"
 CTX_IFACE_PACKETS = "netdrops.iface_packets"
 CTX_SOCKET_DROPS = "netdrops.socket_drops"
 CTX_TUNING = "netdrops.tuning"
+CTX_DROP_REASONS = "netdrops.drop_reasons"
 
 PRIORITY_BASE = 70000
 
@@ -98,6 +99,16 @@ def host_charts():
     for name in TUNING_DIMS:
         by_id["tuning"].add_dim(name, algorithm="absolute")
     return charts
+
+
+def reasons_chart():
+    """The kernel's drop reasons, for a collector that can count them. `other` (every reason not
+    counted one by one) is there from the start; a reason's dimension appears when it first
+    counts, named as the kernel names it, lowercased (dropreasons.dimension_name)."""
+    chart = Chart("drop_reasons", "Packets the kernel dropped, by its drop reason (tracepoint skb:kfree_skb)",
+                  "packets/s", "reasons", CTX_DROP_REASONS, "stacked", PRIORITY_BASE + 15)
+    chart.add_dim(dropreasons.OTHER)
+    return chart
 
 
 # The tuning chart: the charted sysctls, and how many interfaces have RPS on.

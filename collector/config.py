@@ -3,6 +3,7 @@
 import fnmatch
 
 from .kernel.links import KINDS
+from .kernel.reasons import DEFAULT_SOCKET
 
 DEFAULTS = {
     "update_every": 1,
@@ -20,9 +21,14 @@ DEFAULTS = {
     "max_interface_charts": 500,
     # Read /proc and /sys under this prefix (Netdata's NETDATA_HOST_PREFIX when unset).
     "host_prefix": None,
+    # Count the kernel's drop reasons (skb:kfree_skb): auto (when root, or through the helper), or off.
+    "drop_reasons": "auto",
+    # The root helper's socket, for a collector that does not run as root.
+    "drop_reasons_socket": DEFAULT_SOCKET,
 }
 
 SOURCES = ("auto", "netlink", "procfs")
+DROP_REASONS = ("auto", "off")
 
 
 class ConfigError(ValueError):
@@ -63,6 +69,10 @@ def build(options):
             ", ".join(unknown), ", ".join(sorted(roles))))
     if cfg["interface_source"] not in SOURCES:
         raise ConfigError("interface_source must be one of {0}".format(", ".join(SOURCES)))
+    if cfg["drop_reasons"] not in DROP_REASONS:
+        raise ConfigError("drop_reasons must be one of {0}".format(", ".join(DROP_REASONS)))
+    if not isinstance(cfg["drop_reasons_socket"], str) or not cfg["drop_reasons_socket"].startswith("/"):
+        raise ConfigError("drop_reasons_socket must be an absolute path")
     if cfg["host_prefix"] is not None and not isinstance(cfg["host_prefix"], str):
         raise ConfigError("host_prefix must be a path")
     return cfg

@@ -8,7 +8,7 @@ import logging
 import time
 
 from . import charts
-from .kernel import snmp, softnet, tuning
+from .kernel import reasons, snmp, softnet, tuning
 from .charts import PRECISION
 from .kernel.counters import WRAP64, MonotonicCounter
 from .config import matches
@@ -97,10 +97,16 @@ class Collector:
         self.tuning_values = {}  # dimension id -> value, as of the last tuning read
         self.ticks = 0
         self.next_priority = charts.PRIORITY_BASE + 100
+        self.reasons = None         # reasons.ReasonCounters, when drop reasons can be counted
+        self.reason_totals = None   # {dimension name: drops}, as of the last read
+        self.reason_dim_ids = {}    # dimension name -> id, for the dimensions made so far
+        self._open_reasons()
 
     def close(self):
         self.source.close()
         self.hostfs.close()
+        if self.reasons is not None:
+            self.reasons.close()
 
     # -- public --------------------------------------------------------------------------
 
@@ -113,6 +119,8 @@ class Collector:
         self._collect_interfaces(values)
         self._collect_sockets(values)
         self._put_tuning(values)
+        if self.reasons is not None:
+            self._collect_reasons(values)
         self.ticks += 1
         self.values = values
         return values
@@ -136,7 +144,8 @@ class Collector:
             time.monotonic() if monotonic is None else monotonic, time.time() if wall is None else wall,
             cpus, interfaces, dict(self.kind_totals),
             {key: counter.total for key, (_dim_id, counter) in self.socket_counters.items()},
-            dict(self.tuning), self.rps_interfaces, self.cpu_ids_guessed, self.sockets_missing)
+            dict(self.tuning), self.rps_interfaces, self.cpu_ids_guessed, self.sockets_missing,
+            dict(self.reason_totals) if self.reason_totals is not None else None)
 
     def take_changes(self):
         changes, self.changes = self.changes, Changes()
@@ -318,3 +327,43 @@ class Collector:
 
     def _put_tuning(self, values):
         values.update(self.tuning_values)
+
+    # -- drop reasons --------------------------------------------------------------------
+
+    def _open_reasons(self):
+        if self.cfg["drop_reasons"] == "off":
+            return
+        try:
+            self.reasons = reasons.open_counters(self.cfg["drop_reasons_socket"])
+        except reasons.ReasonsUnavailable as error:
+            log.info("drop reasons are not charted: %s", error)
+            return
+        chart = charts.reasons_chart()
+        self.host_charts[chart.id] = chart
+        self.changes.created.append(chart)
+        self.reason_dim_ids = {dim.name: dim.id for dim in chart.dims}
+        log.info("drop reasons: counting %d reasons one by one on %d CPUs (%d descriptors, from %s)",
+                 len(self.reasons.names), len(self.reasons.groups), self.reasons.fds, self.reasons.origin)
+
+    def _collect_reasons(self, values):
+        try:
+            totals = self.reasons.read()
+        except OSError as error:
+            log.warning("drop reasons: reading the counters failed (%s); no more drop reasons",
+                        error.strerror or error)
+            self.reasons.close()
+            self.reasons = None
+            return
+        self.reason_totals = totals
+        dim_ids = self.reason_dim_ids
+        for name, total in totals.items():
+            dim_id = dim_ids.get(name)
+            if dim_id is None:
+                if not total:
+                    continue  # a reason's dimension appears when it first counts
+                chart = self.host_charts["drop_reasons"]
+                dim = chart.add_dim(name)
+                dim_id = dim_ids[name] = dim.id
+                if self.announced:
+                    self.changes.dims_added.append((chart, dim))
+            values[dim_id] = total

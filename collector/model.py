@@ -5,7 +5,9 @@ collector started): per CPU softnet counters and the backlog length (a gauge), p
 interface its counters with kind, role, peer, container and master, drops by kind, socket
 counters, the tuning in force. `Collector.snapshot()` builds one on demand, never inside the
 tick. A Window is the difference of two snapshots: counts over the window, with its seconds and
-start/end time. Front-ends render their dimensions from the declared charts; the advisor reads
+start/end time. `reasons` holds the kernel's drop reasons (skb:kfree_skb) counted in the kernel:
+{reason name lowercased: total}, with "other" the rest of all drops; None when the collector
+cannot count them (no tracefs, no privilege, a kernel without reasons). Front-ends render their dimensions from the declared charts; the advisor reads
 snapshots and windows, never dimension ids.
 
 A Window is also what the advisor makes of a Netdata agent's answers (advisor/sources/netdata_source.py):
@@ -54,10 +56,10 @@ class IfaceSnapshot:
 
 class Snapshot:
     __slots__ = ("monotonic", "wall", "cpus", "interfaces", "drops_by_kind", "sockets", "sockets_missing",
-                 "tuning", "rps_interfaces", "cpu_ids_guessed")
+                 "tuning", "rps_interfaces", "cpu_ids_guessed", "reasons")
 
     def __init__(self, monotonic, wall, cpus, interfaces, drops_by_kind, sockets, tuning,
-                 rps_interfaces=None, cpu_ids_guessed=False, sockets_missing=False):
+                 rps_interfaces=None, cpu_ids_guessed=False, sockets_missing=False, reasons=None):
         self.monotonic = monotonic
         self.wall = wall
         self.cpus = cpus                    # [CpuSnapshot], by CPU id
@@ -70,6 +72,7 @@ class Snapshot:
         self.tuning = tuning                # {tuning.SYSCTL_KEYS key: value or None}, as last read
         self.rps_interfaces = rps_interfaces
         self.cpu_ids_guessed = cpu_ids_guessed  # CPU ids are softnet_stat row numbers
+        self.reasons = reasons              # {reason: total drops} or None: not counted
 
 
 class CpuCounts:
@@ -130,10 +133,10 @@ class ByCpuAndName:
 
 class Window(ByCpuAndName):
     __slots__ = ("seconds", "start_time", "end_time", "cpus", "interfaces", "drops_by_kind", "sockets",
-                 "tuning", "rps_interfaces", "cpu_ids_guessed")
+                 "tuning", "rps_interfaces", "cpu_ids_guessed", "reasons")
 
     def __init__(self, seconds, start_time, end_time, cpus=None, interfaces=None, drops_by_kind=None,
-                 sockets=None, tuning=None, rps_interfaces=None, cpu_ids_guessed=False):
+                 sockets=None, tuning=None, rps_interfaces=None, cpu_ids_guessed=False, reasons=None):
         self.seconds = seconds
         self.start_time = start_time        # unix time (int)
         self.end_time = end_time
@@ -144,7 +147,8 @@ class Window(ByCpuAndName):
         self.tuning = tuning or {}          # {key: value or None}, as at the window's end
         self.rps_interfaces = rps_interfaces
         self.cpu_ids_guessed = cpu_ids_guessed
-
+        # {reason: drops} (every reason counted, "other" among them) or None: not counted.
+        self.reasons = reasons
 
 
 def _minus(last, first):
@@ -183,7 +187,12 @@ def delta(first, last, backlog_peaks=None):
     # is missing at the end the source cannot tell.
     sockets = {key: None if last.sockets_missing else total - first.sockets.get(key, 0)
                for key, total in last.sockets.items()}
+    # Reasons count only when both ends counted them: counters opened mid-way would claim the
+    # whole window for part of it.
+    reasons = None
+    if first.reasons is not None and last.reasons is not None:
+        reasons = {name: total - first.reasons.get(name, 0) for name, total in last.reasons.items()}
     seconds = last.monotonic - first.monotonic
     return Window(seconds, int(first.wall), int(first.wall + seconds), sorted(cpus, key=lambda c: c.cpu),
                   interfaces, by_kind, sockets, dict(last.tuning), last.rps_interfaces,
-                  first.cpu_ids_guessed or last.cpu_ids_guessed)
+                  first.cpu_ids_guessed or last.cpu_ids_guessed, reasons)

@@ -99,6 +99,11 @@ _NIC_LOSS = Family("iface_nic_loss_packets", COUNTER, "packets",
                    "Packets a physical NIC lost before the kernel saw them (rx_missed_errors, rx_fifo_errors).",
                    "reason")
 
+_DROP_REASON = Family("drop_reason_packets", COUNTER, "packets",
+                      "Packets the kernel dropped, by the reason it gave (tracepoint skb:kfree_skb, counted in "
+                      "the kernel); \"other\" is every reason not counted one by one.", "reason")
+_REASON_DIM = re.compile(r"[a-z0-9_]+\Z")  # the kernel's reason names, lowercased
+
 _SOCKET = {
     "udp_rcvbuf_errors": Family("socket_udp_rcvbuf_errors", COUNTER, "",
                                 "UDP datagrams dropped because a socket's receive buffer was full "
@@ -147,6 +152,7 @@ FAMILIES = {
     ch.CTX_IFACE_NIC_LOSS: {"missed": _NIC_LOSS, "fifo": _NIC_LOSS},
     ch.CTX_SOCKET_DROPS: dict(_SOCKET),
     ch.CTX_TUNING: dict(_TUNING),
+    ch.CTX_DROP_REASONS: {_REASON_DIM: _DROP_REASON},
 }
 
 
