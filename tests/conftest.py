@@ -8,6 +8,7 @@ Nothing here is skipped in CI (CI=true): a missing prerequisite fails the test t
 import os
 import shutil
 import signal
+import subprocess
 
 import pytest
 
@@ -59,6 +60,21 @@ def require_lab():
 def requires_root():
     if os.geteuid() != 0:
         unavailable("needs root")
+
+
+@pytest.fixture
+def tracefs_mounted():
+    """tracefs at /sys/kernel/tracing (drop reasons need it): mounted for the test when it is
+    not, and unmounted after, so the machine is left as found."""
+    if os.geteuid() != 0:
+        unavailable("needs root (tracefs)")
+    from netdrops_collector.kernel import tracefs
+    mounted_here = tracefs.find_root() is None
+    if mounted_here:
+        subprocess.run(["mount", "-t", "tracefs", "nodev", tracefs.DEFAULT_MOUNT], check=True)
+    yield tracefs.find_root()
+    if mounted_here:
+        subprocess.run(["umount", tracefs.DEFAULT_MOUNT], check=False)
 
 
 @pytest.fixture

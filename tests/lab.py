@@ -339,6 +339,21 @@ class DropLab:
             sender.wait(timeout=10)
             raise LabError("UDP sender failed: " + sender.stderr.read().strip())
 
+    def start_python(self, code, *args, in_namespace=True, cpu=SENDER_CPU):
+        """Run `code` under Debian's python, pinned to `cpu`, inside the namespace (or in the
+        root namespace), after it prints its first line; stopped with the lab's traffic."""
+        argv = ["taskset", "-c", str(cpu), SYSTEM_PYTHON, "-c", code] + [str(a) for a in args]
+        if in_namespace:
+            argv = ["ip", "netns", "exec", self.netns] + argv
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        self._procs.append(proc)
+        first = proc.stdout.readline().strip()
+        if not first:  # it died before it was ready
+            proc.wait(timeout=10)
+            raise LabError("lab process failed: " + proc.stderr.read().strip())
+        return proc, first
+
     def stop_traffic(self):
         for proc in self._procs:
             proc.kill()
