@@ -1,4 +1,4 @@
-"""netdrops-collector: install into Netdata, uninstall, run the external plugin, or serve OpenMetrics."""
+"""netdrops-collector: install into Netdata, uninstall, run the external plugin, serve OpenMetrics, or\nrun the root helper that hands out the drop-reason counters."""
 
 import argparse
 import logging
@@ -7,7 +7,7 @@ import sys
 from . import __version__
 
 
-DIR_OPTIONS = ("plugins_dir", "pythond_dir", "config_dir", "lib_dir")
+DIR_OPTIONS = ("plugins_dir", "pythond_dir", "config_dir", "lib_dir", "units_dir")
 
 
 def add_dir_options(parser):
@@ -16,6 +16,10 @@ def add_dir_options(parser):
     parser.add_argument("--pythond-dir", metavar="DIR", help="directory python.d.plugin loads modules from")
     parser.add_argument("--config-dir", metavar="DIR", help="Netdata's user configuration directory")
     parser.add_argument("--lib-dir", metavar="DIR", help="where the collector package is copied")
+    parser.add_argument("--units-dir", metavar="DIR",
+                        help="where the drop-reasons helper's systemd units go (default: /etc/systemd/system under "
+                             "--netdata's root; with --plugins-dir, LIB/systemd); only in this host's "
+                             "/etc/systemd/system does install enable them")
 
 
 def add_docker_option(parser):
@@ -65,7 +69,15 @@ def main(argv=None):
     p_om.add_argument("--update-every", type=int, metavar="SECONDS",
                       help="seconds between collections (default: netdrops.conf's update_every, else 1)")
 
+    p_helper = sub.add_parser("reasons-helper", help="as root: open the kernel's drop-reason counters and pass "
+                              "them to the collector (socket-activated by netdrops-reasons.socket, or --listen)")
+    from .reasons_helper import add_arguments as add_helper_arguments
+    add_helper_arguments(p_helper)
+
     args = parser.parse_args(argv)
+    if args.command == "reasons-helper":
+        from .reasons_helper import run as helper_run
+        return helper_run(args)
     if args.command == "plugin":
         from .frontends.functions import PROVIDER_GROUP, installed_providers
         from .frontends.plugin import main as plugin_main

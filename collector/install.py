@@ -12,6 +12,14 @@ Netdata in Docker (`--docker`): the official image keeps only /etc/netdata, /var
 (plugin in custom-plugins.d, library in netdrops/), launchers find the library relative to
 themselves, and the manifest names files relative to the volume, which the host and the
 container mount at different paths.
+
+The drop-reasons helper (reasons_helper.py): the plugin and the python.d module run as
+`netdata`, which may not open the kernel's perf counters, so install also writes the helper's
+launcher (in LIB) and its systemd units (netdrops-reasons.socket, netdrops-reasons@.service),
+enables the socket when systemd runs, and mounts tracefs when it is not mounted. Only for this
+host's own unit directory (/etc/systemd/system) does it touch the running system (systemctl,
+mount); units written under --netdata ROOT or --units-dir are files only. All of it is in the
+manifest, so uninstall undoes exactly what install did.
 """
 
 import hashlib
@@ -21,10 +29,12 @@ import logging
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 
 import netdrops_collector
+from netdrops_collector.kernel import reasons, tracefs
 
 log = logging.getLogger("netdrops")
 
@@ -51,8 +61,10 @@ class InstallError(Exception):
 
 
 class Layout:
-    def __init__(self, plugins_dir, pythond_dir, config_dir, lib_dir, pythond_named=False, docker=False):
+    def __init__(self, plugins_dir, pythond_dir, config_dir, lib_dir, pythond_named=False, docker=False,
+                 units_dir=None):
         self.netdata_version = None  # (major, minor) when named by the user
+        self.units_dir = units_dir   # where the helper's systemd units go; None: no units (Docker)
         self.plugins_dir = plugins_dir
         self.pythond_dir = pythond_dir
         self.config_dir = config_dir
@@ -70,7 +82,7 @@ class Layout:
             and os.path.isdir(os.path.join(self.pythond_dir, "python_modules", "bases"))
 
 
-def detect(root=None, plugins_dir=None, pythond_dir=None, config_dir=None, lib_dir=None):
+def detect(root=None, plugins_dir=None, pythond_dir=None, config_dir=None, lib_dir=None, units_dir=None):
     """The Netdata installation under root (default '/'); explicit directories win."""
     roots = [root] if root else ["/"]
     if not root:
@@ -81,12 +93,23 @@ def detect(root=None, plugins_dir=None, pythond_dir=None, config_dir=None, lib_d
             if base == "/opt/netdata" and rel_plugins.startswith("opt/"):
                 continue
             if plugins_dir or os.path.isdir(cand):
+                lib = lib_dir or os.path.join(base, rel_lib)
                 return Layout(plugins_dir or cand,
                               pythond_dir or os.path.join(base, rel_pythond),
                               config_dir or os.path.join(base, rel_config),
-                              lib_dir or os.path.join(base, rel_lib),
-                              pythond_named=bool(pythond_dir))
+                              lib, pythond_named=bool(pythond_dir),
+                              units_dir=units_dir or default_units_dir(root, plugins_dir, lib))
     raise InstallError("no Netdata installation found under {0}; name it with --netdata".format(" or ".join(roots)))
+
+
+def default_units_dir(root, plugins_dir, lib_dir):
+    """The helper's units: this host's /etc/systemd/system for its own Netdata, ROOT's for a tree
+    under --netdata ROOT. A Netdata named directory by directory (an unusual layout, a test
+    instance) is not taken for this host's: its units stay beside its library until --units-dir
+    says where (e.g. --units-dir /etc/systemd/system)."""
+    if plugins_dir and not root:
+        return os.path.join(lib_dir, "systemd")
+    return os.path.join(root or "/", SYSTEM_UNITS_DIR.lstrip("/"))
 
 
 def docker_layout(config_dir=None):
@@ -109,10 +132,10 @@ def docker_layout(config_dir=None):
 def find_layout(root=None, docker=False, **dirs):
     if not docker:
         return detect(root, **dirs)
-    others = [name for name in ("plugins_dir", "pythond_dir", "lib_dir") if dirs.get(name)]
+    others = [name for name in ("plugins_dir", "pythond_dir", "lib_dir", "units_dir") if dirs.get(name)]
     if root or others:
         raise InstallError("--docker puts everything under --config-dir; it takes no --netdata, --plugins-dir, "
-                           "--pythond-dir or --lib-dir")
+                           "--pythond-dir, --lib-dir or --units-dir")
     return docker_layout(dirs.get("config_dir"))
 
 
@@ -122,7 +145,8 @@ def package_dir():
 
 # Where each data package sits: inside the installed package, or beside it in a source checkout
 # (setup.cfg maps these repository folders into the package when it is built).
-DATA_DIRS = {"netdata_health": "health.d", "netdata_conf": "conf.d", "pythond": "pythond"}
+DATA_DIRS = {"netdata_health": "health.d", "netdata_conf": "conf.d", "pythond": "pythond",
+             "systemd_units": "systemd"}
 
 
 ADVISOR_PACKAGE = "netdrops_advisor"
@@ -251,11 +275,171 @@ def planned_files(layout, mode, health, syntax):
     """[(destination, bytes, file mode, is_config)] for an install in `mode`."""
     files = []
     if mode != "openmetrics":  # an OpenMetrics node runs the exporter and go.d: no plugin here
-        files = package_files(layout, mode) + front_end_files(layout, mode)
+        files = package_files(layout, mode) + front_end_files(layout, mode) + helper_files(layout)
     if health:
         dest, data = health_file(layout, mode, syntax)
         files.append((dest, data, 0o644, True))
     return files
+
+
+# -- the drop-reasons helper: launcher, systemd units, tracefs ----------------------------------
+
+SYSTEM_UNITS_DIR = "/etc/systemd/system"  # this host's units; only there does install run systemctl
+SYSTEMD_RUNNING = "/run/systemd/system"   # exists only when systemd is PID 1 (sd_booted)
+SOCKET_UNIT = "netdrops-reasons.socket"
+SERVICE_UNIT = "netdrops-reasons@.service"
+HELPER_LAUNCHER = "netdrops-reasons-helper"  # in LIB, beside the package it runs
+HELPER_RUN_DIR = os.path.dirname(reasons.DEFAULT_SOCKET)
+LISTEN_COMMAND = "netdrops-collector reasons-helper --listen " + reasons.DEFAULT_SOCKET
+TRACEFS_FSTAB = "tracefs {0} tracefs defaults 0 0".format(tracefs.DEFAULT_MOUNT)
+
+
+def for_this_host(layout):
+    """Whether the helper's units go into this host's unit directory, so that install may enable
+    them and mount tracefs; a tree under --netdata ROOT or --units-dir only gets the files."""
+    return layout.units_dir is not None and os.path.abspath(layout.units_dir) == SYSTEM_UNITS_DIR
+
+
+def helper_launcher(lib_dir, python=NETDATA_PYTHON):
+    """The helper's script in LIB. -I: a root process takes no PYTHON* variables, user site or
+    script directory; the copy in LIB (root's, like the launcher) is all it imports."""
+    return ("#!{0} -I\n# netdrops-reasons-helper: opens the drop-reason counters as root and passes them to the "
+            "netdrops collector (netdrops-reasons@.service, or --listen PATH without systemd).\n{1}"
+            "from netdrops_collector.reasons_helper import main\n\nsys.exit(main())\n").format(python, path_line(lib_dir))
+
+
+def unit_path_arg(path):
+    """A path as one ExecStart= argument: % starts a specifier, blanks split arguments."""
+    path = path.replace("%", "%%")
+    return '"{0}"'.format(path) if re.search(r"\s", path) else path
+
+
+def service_unit(launcher):
+    text = read_bytes(data_file("systemd_units", SERVICE_UNIT)).decode()
+    text, n = re.subn(r"^ExecStart=.*$", lambda _m: "ExecStart=" + unit_path_arg(launcher), text, flags=re.M)
+    if n != 1:
+        raise InstallError("{0} has no single ExecStart= line".format(SERVICE_UNIT))
+    return text.encode()
+
+
+def helper_files(layout):
+    """The launcher and the units; none in Docker, where the helper must run on the host."""
+    if layout.units_dir is None:
+        return []
+    launcher = os.path.join(layout.lib_dir, HELPER_LAUNCHER)
+    return [(launcher, helper_launcher(layout.lib_dir).encode(), 0o755, False),
+            (os.path.join(layout.units_dir, SOCKET_UNIT), read_bytes(data_file("systemd_units", SOCKET_UNIT)),
+             0o644, False),
+            (os.path.join(layout.units_dir, SERVICE_UNIT), service_unit(launcher), 0o644, False)]
+
+
+def systemd_running():
+    return os.path.isdir(SYSTEMD_RUNNING)
+
+
+def systemctl(*args):
+    done = subprocess.run(["systemctl"] + list(args), capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise InstallError("systemctl {0} failed: {1}".format(" ".join(args), (done.stderr or done.stdout).strip()))
+
+
+def mount_tracefs(dry_run):
+    """Mount tracefs where it is missing (the reason names are read from it): the mount point, or None."""
+    if tracefs.find_root() is not None:
+        return None
+    if dry_run:
+        log.info("would mount tracefs at %s", tracefs.DEFAULT_MOUNT)
+        return None
+    done = subprocess.run(["mount", "-t", "tracefs", "nodev", tracefs.DEFAULT_MOUNT], capture_output=True, text=True)
+    if done.returncode != 0:
+        log.warning("could not mount tracefs at %s (%s): drop reasons stay off until it is mounted",
+                    tracefs.DEFAULT_MOUNT, done.stderr.strip())
+        return None
+    log.info("mounted tracefs at %s (the drop reasons' names are read from it); to mount it at boot, add "
+             "`%s` to /etc/fstab (systemd does it itself: sys-kernel-tracing.mount)", tracefs.DEFAULT_MOUNT, TRACEFS_FSTAB)
+    return tracefs.DEFAULT_MOUNT
+
+
+def set_up_helper(layout, mode, dry_run, state):
+    """Start what the helper needs on this host; `state` (the manifest's "helper") records what
+    was done, for uninstall. Returns state."""
+    if mode == "openmetrics":
+        log.info("--mode openmetrics: `netdrops-collector openmetrics` run as root counts drop reasons itself; "
+                 "no helper installed")
+        return state
+    if layout.units_dir is None:
+        log.info("in Docker the drop-reasons helper must run on the host: there, as root, run `netdrops-collector "
+                 "install` (or `%s`), and give the container the socket with -v %s:%s and its netdata group's id "
+                 "(docker exec CONTAINER id -g netdata) as the helper's --group", LISTEN_COMMAND, HELPER_RUN_DIR,
+                 HELPER_RUN_DIR)
+        return state
+    if not for_this_host(layout):
+        log.info("the drop-reasons helper's units are in %s, not this host's %s, so nothing was enabled: "
+                 "install with --units-dir %s to enable them here, copy them where that tree runs, or run `%s` "
+                 "as root", layout.units_dir, SYSTEM_UNITS_DIR, SYSTEM_UNITS_DIR, LISTEN_COMMAND)
+        if tracefs.find_root() is None:
+            log.info("tracefs is not mounted here: drop reasons need `mount -t tracefs nodev %s`", tracefs.DEFAULT_MOUNT)
+        return state
+    mounted = mount_tracefs(dry_run)
+    if mounted:
+        state["mounted"] = sorted(set(state.get("mounted", [])) | {mounted})
+    state["runtime"] = [reasons.DEFAULT_SOCKET, HELPER_RUN_DIR]
+    if not systemd_running():
+        log.info("systemd is not running here: start the drop-reasons helper as root from your init system: %s",
+                 LISTEN_COMMAND)
+        return state
+    if dry_run:
+        log.info("would run systemctl daemon-reload and systemctl enable --now %s", SOCKET_UNIT)
+        return state
+    systemctl("daemon-reload")
+    systemctl("enable", "--now", SOCKET_UNIT)
+    state["enabled"] = [SOCKET_UNIT]
+    log.info("enabled %s: the plugin gets the drop-reason counters from %s", SOCKET_UNIT, reasons.DEFAULT_SOCKET)
+    return state
+
+
+def tear_down_helper(state, dry_run):
+    """Undo set_up_helper, as recorded: stop and disable the socket, remove the socket a helper made,
+    unmount tracefs if install mounted it. The unit files go with the manifest's files."""
+    for unit in state.get("enabled", []):
+        if not systemd_running():
+            log.warning("%s was enabled, but systemd is not running now: disable it later (systemctl disable %s)",
+                        unit, unit)
+        elif dry_run:
+            log.info("would run systemctl disable --now %s", unit)
+        else:
+            systemctl("disable", "--now", unit)
+            log.info("disabled %s", unit)
+    path = next((p for p in state.get("runtime", []) if p.endswith(".sock")), None)
+    if path and _is_socket(path):
+        if dry_run:
+            log.info("would remove %s", path)
+        else:
+            _remove(path)
+            log.info("a reasons-helper started by hand (--listen) keeps running until you stop it")
+    for point in state.get("mounted", []):
+        if dry_run:
+            log.info("would unmount tracefs at %s (install mounted it)", point)
+            continue
+        done = subprocess.run(["umount", point], capture_output=True, text=True)
+        if done.returncode == 0:
+            log.info("unmounted tracefs at %s (install had mounted it)", point)
+        else:
+            log.warning("left tracefs mounted at %s: %s", point, done.stderr.strip())
+    if not dry_run:
+        for d in state.get("runtime", []):
+            if not d.endswith(".sock"):
+                try:
+                    os.rmdir(d)  # only if empty
+                except OSError:
+                    pass
+
+
+def _is_socket(path):
+    try:
+        return stat.S_ISSOCK(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 SYNTAX_137 = re.compile(rb"^[ \t]*(families|foreach)[ \t]*:", re.MULTILINE)
@@ -392,8 +576,11 @@ def load_manifest(layout):
     return manifest
 
 
-def save_manifest(layout, mode, files, dirs, hashes, moved_aside):
-    manifest = {"mode": mode, "files": files, "dirs": dirs, "hashes": hashes, "moved_aside": moved_aside}
+def save_manifest(layout, mode, files, dirs, hashes, moved_aside, helper=None):
+    # helper: what install did on this host for the drop-reasons helper (set_up_helper):
+    # {"enabled": [units], "runtime": [socket, its directory], "mounted": [tracefs it mounted]}.
+    manifest = {"mode": mode, "files": files, "dirs": dirs, "hashes": hashes, "moved_aside": moved_aside,
+                "helper": helper or {}}
     if layout.docker:
         manifest = _rebase_manifest(manifest, lambda p: os.path.relpath(p, layout.config_dir))
         manifest["relative_to"] = "config_dir"
@@ -491,6 +678,7 @@ def install(root=None, mode="auto", health=True, dry_run=False, netdata_version=
     created_dirs = list(previous.get("dirs", []))
     hashes = dict(previous.get("hashes", {}))
     moved = dict(previous.get("moved_aside", {}))
+    helper = dict(previous.get("helper", {}))
     syntax = health_syntax(version)
     planned = planned_files(layout, mode, health, syntax)
     plan, moves = plan_install(planned, previous, syntax)
@@ -498,7 +686,9 @@ def install(root=None, mode="auto", health=True, dry_run=False, netdata_version=
         log.info("%s %s to %s", "would move" if dry_run else "moving", path, new_name)
     for dest, _data, _mode in plan:
         log.info("%s %s", "would write" if dry_run else "writing", dest)
+    helper_planned = any(os.path.basename(p[0]) == SOCKET_UNIT for p in planned)
     if dry_run:
+        set_up_helper(layout, mode, True, {})
         return 0
     for dest in [os.path.join(layout.lib_dir, MANIFEST)] + [p[0] for p in plan]:
         created_dirs.extend(d for d in missing_dirs(dest) if d not in created_dirs)
@@ -508,26 +698,30 @@ def install(root=None, mode="auto", health=True, dry_run=False, netdata_version=
     # The manifest is written before the files, listing every file this install may create
     # (and the user's files it moves aside, which uninstall leaves), so that an install cut
     # short can still be uninstalled.
-    save_manifest(layout, mode, sorted(owned | keep), created_dirs, hashes, moved)
+    save_manifest(layout, mode, sorted(owned | keep), created_dirs, hashes, moved, helper)
     for path, new_name in moves:
         move_aside(path, new_name)
     for dest, data, fmode in plan:
         write_atomic(dest, data, fmode)
         if dest in configs:
             hashes[dest] = digest(data)
+    if not helper_planned and helper:  # a switch to openmetrics: the helper goes first
+        tear_down_helper(helper, False)
+        helper = {}
     for path in sorted(owned - keep):  # a mode switch: the other front-end's files go
         if edited_since_install(path, previous):
             log.info("keeping %s (edited since netdrops installed it)", path)
         else:
             _remove(path)
         hashes.pop(path, None)
-    save_manifest(layout, mode, sorted(keep), created_dirs, hashes, moved)
     where = layout.config_dir if mode == "openmetrics" else layout.plugins_dir
     if not plan:
         log.info("netdrops (%s) is already installed in %s; nothing to change", mode, where)
     else:
         log.info("installed netdrops (%s) into %s; restart Netdata to load it%s", mode, where,
                  " (docker restart CONTAINER)" if layout.docker else "")
+    helper = set_up_helper(layout, mode, False, helper)
+    save_manifest(layout, mode, sorted(keep), created_dirs, hashes, moved, helper)
     disabled = pythond_disabled(layout) if mode == "python.d" else None
     if disabled:
         log.warning("%s keeps python.d modules off unless named: add the line 'netdrops: yes' to it", disabled)
@@ -563,6 +757,7 @@ def uninstall(root=None, dry_run=False, docker=False, **dirs):
     manifest = load_manifest(layout)
     if manifest is None:
         raise InstallError("nothing to uninstall: no {0} in {1}".format(MANIFEST, layout.lib_dir))
+    tear_down_helper(manifest.get("helper", {}), dry_run)  # the socket stops before its units go
     for path in manifest["files"]:
         if edited_since_install(path, manifest):
             log.info("keeping %s (edited since netdrops installed it)", path)
