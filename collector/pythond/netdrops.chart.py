@@ -57,6 +57,9 @@ class Service(SimpleService):
             self.collector.collect()
         except Exception as error:  # one clear line in Netdata's log instead of a traceback
             self.error("cannot start: {0}".format(error))
+            if self.collector is not None:  # python.d may retry: keep no sockets or counters open
+                self.collector.close()
+                self.collector = None
             return False
         return True
 
