@@ -18,7 +18,7 @@ REPORT_KEYS = ("schema", "status", "exit_code", "node", "error", "source", "wind
                "not_assessed", "recommendations", "success_criteria", "run_on_host", "notes", "alarms", "evidence")
 SOURCE_KEYS = ("kind", "detail", "url", "netdata_version", "requests", "fallback_reason")
 FINDING_KEYS = ("id", "title", "severity", "confidence", "confidence_reason", "summary", "evidence",
-                "reason", "beyond_tuning", "cpus", "interfaces", "recommendations")
+                "reason", "beyond_tuning", "cpus", "interfaces", "recommendations", "confirmed_by", "reasons_agree")
 RECOMMENDATION_KEYS = ("id", "cause", "kind", "setting", "path", "device", "current", "new", "value_type",
                        "reason", "expected_effect", "host_only", "raise_only", "command", "sysctl_conf_line")
 CRITERION_KEYS = ("metric", "now", "target", "unit", "met")
@@ -34,7 +34,8 @@ def _round(value, digits=3):
     return None if value is None else round(value, digits)
 
 
-def finding_to_dict(finding, recs):
+def finding_to_dict(finding, recs, rate=lambda count: None):
+    """`rate`: count over the window -> per second (Evidence.rate)."""
     det = finding.detection
     beyond = " ".join(t for t in (finding.cause.beyond_tuning, det.beyond_tuning) if t) or None
     return {
@@ -50,6 +51,9 @@ def finding_to_dict(finding, recs):
         "cpus": list(det.cpus),
         "interfaces": list(det.interfaces),
         "recommendations": [r.id for r in recs if r.cause == finding.cause.id],
+        "confirmed_by": [{"reason": name, "drops": _round(count), "per_s": _round(rate(count))}
+                         for name, count in det.confirmed_by.items()],
+        "reasons_agree": det.reasons_agree,
     }
 
 
@@ -85,7 +89,7 @@ def report_to_dict(report):
                      "netdata_version": ev.netdata_version, "requests": ev.requests,
                      "fallback_reason": report.fallback_reason}
     doc["window"] = {"seconds": _round(ev.window_seconds), "start": ev.start_time, "end": ev.end_time}
-    doc["findings"] = [finding_to_dict(f, report.recommendations) for f in report.findings]
+    doc["findings"] = [finding_to_dict(f, report.recommendations, ev.rate) for f in report.findings]
     doc["not_assessed"] = [not_assessed_to_dict(n) for n in report.not_assessed]
     doc["recommendations"] = [recommendation_to_dict(r) for r in report.recommendations]
     doc["success_criteria"] = [criterion_to_dict(c) for c in report.criteria]
@@ -146,6 +150,26 @@ def _current(rec, ev):
     return "unknown"
 
 
+def _reasons_line(ev):
+    """'Drop reasons (kernel, over the window): cpu_backlog 31.2/s, other 0.10/s' or None."""
+    if ev.reasons is None:
+        return None
+    ranked = sorted(((n, c) for n, c in ev.reasons.items() if c), key=lambda kv: -kv[1])
+    where = "counted live over the window" if ev.reasons_source == "kernel" else "from netdrops.drop_reasons"
+    return "Drop reasons ({0}, per second): {1}".format(
+        where, ", ".join("{0} {1}".format(n, fmt_rate(ev.rate(c))) for n, c in ranked) or "none")
+
+
+def _not_assessed_text(items):
+    """One line per cause, except the causes only drop reasons tell apart: one line for them all."""
+    only_reasons = [i for i in items if all(a.startswith("reasons.") for m in i.missing for a in m.split("|"))]
+    lines = ["Not assessed: {0}.".format(i.sentence) for i in items if i not in only_reasons]
+    if only_reasons:
+        lines.append("Not assessed (needs the kernel's drop reasons, which this source does not count): {0}.".format(
+            ", ".join(i.cause.title[0].lower() + i.cause.title[1:] for i in only_reasons)))
+    return lines
+
+
 def render_text(report):
     ev = report.evidence
     if report.status == ERROR:
@@ -171,13 +195,17 @@ def render_text(report):
     for finding in notes:
         _finding_text(out, "Note: ", finding)
     if report.not_assessed:
-        for item in report.not_assessed:
-            out.append(_wrap("Not assessed: {0}.".format(item.sentence), ""))
+        for line in _not_assessed_text(report.not_assessed):
+            out.append(_wrap(line, ""))
         out.append("")
 
     where = _where_drops(ev)
     if where:
         out.append("Where the drops are (inbound, per second): " + where)
+    reasons = _reasons_line(ev)
+    if reasons:
+        out.append(_wrap(reasons, ""))
+    if where or reasons:
         out.append("")
 
     out.append("Success criteria:")

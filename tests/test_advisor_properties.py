@@ -476,7 +476,7 @@ def test_proc_stat_round_trip(cpus, aggregate):
     text += "intr 715894 0 0\nctxt 1234\nbtime 1795700000\nsoftirq 1 2 3\n"
     parsed = procstat.parse_proc_stat(text)
     padded = {cpu: v[:8] + [0] * (8 - len(v)) for cpu, v in cpus.items()}   # older kernels: fewer columns
-    assert parsed == {cpu: procstat.CpuTimes(total=sum(v), idle=v[3] + v[4], softirq=v[6]) for cpu, v in padded.items()}
+    assert parsed == {cpu: procstat.CpuTimes(total=sum(v), idle=v[3] + v[4], softirq=v[6], nice=v[1]) for cpu, v in padded.items()}
 
 
 # -- /proc/net/udp and udp6 ---------------------------------------------------------------------

@@ -17,7 +17,9 @@ import netdrops_collector
 from netdrops_advisor.apply import plan as apply
 from netdrops_advisor.diagnose import diagnosis, recommend
 from netdrops_advisor import render
-from netdrops_advisor.diagnose.evidence import SOCKET_KEYS, TUNING_KEYS, CpuEvidence, Evidence, HostFacts, IfaceEvidence
+from netdrops_advisor.diagnose.evidence import (SOCKET_KEYS, TUNING_KEYS, CpuEvidence, Evidence, HostFacts,
+                                                IfaceEvidence, ReasonSample)
+from netdrops_collector.kernel import dropreasons
 from netdrops_advisor.report import build_report
 
 from test_advisor_support import evidence, local_host, nic, veth
@@ -47,7 +49,8 @@ def cases():
     full = evidence(cpus=cpus((100.0, 0.0, 0.0, 5.0), (900.0, 300.0, 20.0, 99.0)),
                     interfaces=[veth("vethab12", inbound=298.0, rx=600.0, rps="2", container="ct101")])
     full.cpus[1].backlog_peak_pct = 80.0
-    return [
+    full.reasons = {"cpu_backlog": 300.0, "other": 0.0}
+    return reason_cases() + [
         full,
         evidence(cpus=cpus((100.0, 0.0, 0.0, 5.0), (900.0, 130.0, 0.0, 5.0)), interfaces=[sender],
                  sockets={"udp_sndbuf_errors": 130.0}),
@@ -61,6 +64,33 @@ def cases():
         evidence(sockets={"tcp_listen_overflows": 12.0, "tcp_listen_drops": 12.0}),
         evidence(interfaces=[nic("enp3s0", inbound=40.0, rx=9000.0, missed=40.0)]),
         evidence(interfaces=[nic(inbound=30.0, rx=900.0)]),
+    ]
+
+
+def with_reasons(ev, samples=(), **reasons):
+    ev.reasons = dict({"other": 0.0}, **reasons)
+    ev.reason_samples = list(samples)
+    return ev
+
+
+def reason_cases():
+    """Evidence with the kernel's drop reasons: each reason's cause past its first return."""
+    lldp = ReasonSample(reasons=["unhandled_proto"], seconds=3.0, records=9, limit=200, by_reason={"unhandled_proto": 9},
+                        protocols={"unhandled_proto": {"0x88cc": 9}},
+                        locations={"unhandled_proto": {"__netif_receive_skb_core": 9}})
+    closed = ReasonSample(reasons=["no_socket", "netfilter_drop"], seconds=3.0, records=12, limit=200,
+                          by_reason={"no_socket": 6, "netfilter_drop": 6},
+                          locations={"no_socket": {"__udp4_lib_rcv": 6}, "netfilter_drop": {"nf_hook_slow": 6}},
+                          ports={"udp/47901": 6})
+    sender = veth("veth1", rps="0")
+    sender.outbound_drops = 20.0
+    return [
+        with_reasons(evidence(interfaces=[nic(inbound=30.0, rx=900.0)]), [lldp], unhandled_proto=30.0),
+        with_reasons(evidence(), [closed], no_socket=60.0, netfilter_drop=60.0),
+        with_reasons(evidence(interfaces=[sender]), qdisc_drop=20.0, full_ring=20.0, nomem=5.0, proto_mem=5.0),
+        with_reasons(evidence(interfaces=[nic(inbound=30.0, rx=900.0)]), other=30.0),
+        with_reasons(evidence(sockets={"udp_rcvbuf_errors": 200.0}), socket_rcvbuff=199.0),
+        with_reasons(evidence(sockets={"tcp_listen_overflows": 0.0, "tcp_listen_drops": 0.0}), tcp_listen_overflow=20.0),
     ]
 
 
@@ -175,7 +205,7 @@ def test_documented_targets_and_thresholds_come_from_the_table():
     assert "target < {0:g} drops/s".format(diagnosis.TARGET.value) in readme
     assert "target (< {0:g}/s)".format(diagnosis.TARGET.value) in readme
     # and what the reports show
-    report = build_report(cases()[0])
+    report = build_report(cases()[len(reason_cases())])   # the full backlog
     assert {c.target for c in report.criteria} == {diagnosis.TARGET.value, diagnosis.SQUEEZE_TARGET.value}
     assert "< {0:g}/s".format(diagnosis.TARGET.value) in render.render_text(report)
 
@@ -188,8 +218,10 @@ def _fields(cls):
 
 def _exists(name):
     where, _dot, attr = name.rpartition(".")
+    reasons = {dropreasons.dimension_name(n) for n in dropreasons.COUNTED_NAMES} | {dropreasons.OTHER}
     return attr in {"cpus": _fields(CpuEvidence), "interfaces": _fields(IfaceEvidence), "sockets": set(SOCKET_KEYS),
-                    "tuning": set(TUNING_KEYS), "host": _fields(HostFacts), "": _fields(Evidence)}.get(where, ())
+                    "tuning": set(TUNING_KEYS), "host": _fields(HostFacts), "": _fields(Evidence),
+                    "reasons": reasons}.get(where, ())
 
 
 def test_needs_and_reads_name_evidence_fields():
@@ -232,6 +264,8 @@ class Watched:
             return Watched(value, "host", self._seen)
         if name in ("sockets", "tuning"):
             return WatchedDict(value, name, self._seen)
+        if name == "reasons":   # whether reasons are counted is no reading of one
+            return None if value is None else WatchedDict(value, name, self._seen)
         if name == "total":
             return lambda attr: self._seen.add("cpus." + attr) or value(attr)
         if name in ("rate", "window_seconds", "source", "iface", "cpu"):
@@ -293,12 +327,16 @@ def test_a_cause_without_its_evidence_is_not_assessed_never_a_finding():
     report = build_report(ev)
     assert [f.id for f in report.findings] == ["backlog_overflow"]
     assert report.status == "problems" and report.exit_code == 1
-    assert [n.id for n in report.not_assessed] == ["socket_rcvbuf_overflow", "socket_sndbuf_overflow",
-                                                   "listen_queue_overflow", "nic_loss"]
+    assert [n.id for n in report.not_assessed] == [
+        "socket_rcvbuf_overflow", "socket_sndbuf_overflow", "listen_queue_overflow", "nic_loss", "unhandled_protocol",
+        "qdisc_drop", "ring_full", "memory_pressure", "netfilter_drop", "no_socket"]
     text = render.render_text(report)
-    assert ("Not assessed: socket receive buffer overflow (needs UDP RcvbufErrors, which this source does not "
-            "give).") in " ".join(text.split())
+    assert ("Not assessed: socket receive buffer overflow (needs UDP RcvbufErrors or the drop reason "
+            "SOCKET_RCVBUFF, which this source does not give).") in " ".join(text.split())
     assert "Not assessed: TCP accept queue overflow (needs TcpExt ListenOverflows or ListenDrops" in " ".join(text.split())
+    # the causes only drop reasons tell apart: one line for all of them
+    assert ("Not assessed (needs the kernel's drop reasons, which this source does not count): frames of a protocol "
+            "nothing on this host handles, egress queueing discipline full") in " ".join(text.split())
     doc = json.loads(render.to_json(render.report_to_dict(report)))
     assert tuple(doc) == render.REPORT_KEYS
     nic_row = [n for n in doc["not_assessed"] if n["id"] == "nic_loss"][0]
@@ -312,6 +350,7 @@ def test_missing_tuning_is_not_a_reason_to_skip_a_cause_and_a_full_source_assess
     ev = stock_like(cpus=cpus((100.0, 0.0, 0.0, None), (900.0, 300.0, 0.0, None)))
     ev.sockets.update(dict.fromkeys(SOCKET_KEYS, 0.0))
     ev.interfaces = [nic(missed=0.0)]
+    ev.reasons = {"cpu_backlog": 300.0, "other": 0.0}
     report = build_report(ev)
     assert report.not_assessed == [] and [f.id for f in report.findings] == ["backlog_overflow"]
     assert render.report_to_dict(report)["not_assessed"] == []

@@ -10,7 +10,9 @@ nothing is wrong.
 """
 
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
+
+from . import ethertypes
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,9 @@ SATURATED_BUSY = Threshold("saturated_busy_pct", 90.0, "%",
                            "a CPU this busy has no time left: a longer queue only adds latency")
 MIN_RX_PER_S = Threshold("min_rx_per_s", 10, "/s",
                          "an interface counts as carrying traffic above this many received packets per second")
+REASONS_AGREE = Threshold("reasons_agree_share", 0.8, "share",
+                          "a drop reason's count and a counter of the same drops agree when the smaller is at "
+                          "least this share of the larger (the two are read a moment apart)")
 
 # The target as a number, for the success tables (report.py, verify.py).
 TARGET_DROPS_PER_S = TARGET.value
@@ -75,6 +80,8 @@ class Detection:
     interfaces: List[str] = field(default_factory=list)
     criteria: List[Criterion] = field(default_factory=list)
     beyond_tuning: Optional[str] = None   # situation-specific advice, added to the cause's
+    confirmed_by: Dict[str, float] = field(default_factory=dict)   # drop reason -> drops in the window
+    reasons_agree: Optional[bool] = None  # the reasons and the counters agree; None: nothing to compare
 
 
 @dataclass(frozen=True)
@@ -177,6 +184,49 @@ def _inbound_not_missed(iface):
     return max(0.0, iface.inbound_drops - (iface.missed or 0))
 
 
+def _reason(ev, name):
+    """Drops of one kernel drop reason (lowercase name) over the window; None when the source
+    does not count reasons. A reason the source has not seen counts 0: its dimension appears when
+    it first counts."""
+    if ev.reasons is None:
+        return None
+    return ev.reasons.get(name, 0.0)
+
+
+def _agree(a, b, share):
+    """Two counts of the same drops agree when the smaller is at least `share` of the larger."""
+    return min(a, b) >= share * max(a, b)
+
+
+def reason_label(name):
+    """'cpu_backlog' -> 'CPU_BACKLOG', as the kernel names it."""
+    return name.upper()
+
+
+def _confirm(ev, name, counted, counter_label, agree_share):
+    """A drop reason against the counter a finding rests on: (evidence line or None, agrees:
+    True/False, or None when reasons are not counted, {reason: drops})."""
+    count = _reason(ev, name)
+    if count is None:
+        return None, None, {}
+    counted = counted or 0.0
+    agrees = _agree(count, counted, agree_share)
+    line = "kernel drop reason {0}: {1} ({2}) in the window, {3} {4}: {5}".format(
+        reason_label(name), fmt_count(count), fmt_rate(ev.rate(count)), counter_label, fmt_count(counted),
+        "they agree" if agrees else "they disagree")
+    return line, agrees, {name: count}
+
+
+def _sampled(ev, name):
+    """The detail samples (sources/trace_sample.py) that looked at one reason."""
+    return [s for s in ev.reason_samples if name in s.reasons]
+
+
+def _top(counts):
+    """(key, count) pairs, largest first."""
+    return sorted(counts.items(), key=lambda kv: -kv[1])
+
+
 # -- detectors ---------------------------------------------------------------------------------
 
 def detect_backlog_overflow(ev, th):
@@ -224,7 +274,18 @@ def detect_backlog_overflow(ev, th):
     if _moved(flow, min_events):
         lines.append("flow_limit_count rose by {0}: some of these drops are the flow limit's "
                      "(net.core.flow_limit_cpu_bitmap), which also scales with netdev_max_backlog".format(fmt_count(flow)))
-    if near_full:
+    reason_line, agrees, confirmed = _confirm(ev, "cpu_backlog", total, "softnet_stat 'dropped'",
+                                              th["reasons_agree_share"])
+    if reason_line:
+        lines.append(reason_line)
+    if agrees:
+        confidence, why = "high", "the kernel's drop reason CPU_BACKLOG counts the same drops as softnet_stat"
+    elif agrees is False:
+        confidence, why = "medium", ("softnet_stat counted {0} backlog drops but the drop reason CPU_BACKLOG {1}: "
+                                     "they disagree (reasons counted only part of the window, or softnet also "
+                                     "counted drops of a device going down)").format(
+                                         fmt_count(total), fmt_count(confirmed["cpu_backlog"]))
+    elif near_full:
         confidence, why = "high", "the backlog was seen {0:.0f}% full on CPU {1}".format(
             near_full[0].backlog_peak_pct, near_full[0].cpu)
     elif (receivers or senders) and matched >= explained * total:
@@ -246,7 +307,8 @@ def detect_backlog_overflow(ev, th):
         summary="{0} packets dropped because a CPU's backlog queue was full ({1}) on {2}".format(
             fmt_count(total), fmt_rate(ev.rate(total)), where),
         confidence=confidence, confidence_reason=why, evidence=lines,
-        cpus=[c.cpu for c in cpus], interfaces=[i.name for i in receivers + senders], criteria=criteria)
+        cpus=[c.cpu for c in cpus], interfaces=[i.name for i in receivers + senders], criteria=criteria,
+        confirmed_by=confirmed, reasons_agree=agrees)
 
 
 def _veth_senders(ev, min_events):
@@ -263,7 +325,11 @@ def detect_budget_exhaustion(ev, th):
         "{0} {1} ({2})".format(cpu_name(c.cpu), fmt_count(c.squeezed), fmt_rate(ev.rate(c.squeezed))) for c in cpus))]
     lines.append("net.core.netdev_budget = {0}, net.core.netdev_budget_usecs = {1}".format(
         fmt_count(ev.tuning.get("netdev_budget")), fmt_count(ev.tuning.get("netdev_budget_usecs"))))
-    return Detection(
+    reason_line, agrees, confirmed = _confirm(ev, "cpu_backlog", ev.total("dropped"), "softnet_stat 'dropped'",
+                                              th["reasons_agree_share"])
+    if reason_line:
+        lines.append(reason_line)
+    return Detection(confirmed_by=confirmed, reasons_agree=agrees,
         summary="the receive softirq ran out of budget with packets left on {0} while they dropped".format(
             ", ".join(cpu_name(c.cpu) for c in cpus)),
         confidence="medium", confidence_reason="squeezes and drops on the same CPUs; squeezes alone are not drops",
@@ -356,10 +422,19 @@ def detect_rx_on_one_cpu(ev, th):
 def detect_socket_rcvbuf(ev, th):
     min_events, small_factor, target = th["min_events"], th["small_rcvbuf_factor"], th["target_drops_per_s"]
     errors = ev.sockets.get("udp_rcvbuf_errors")
-    if not _moved(errors, min_events):
+    by_reason = _reason(ev, "socket_rcvbuff")
+    if not (_moved(errors, min_events) or _moved(by_reason, min_events)):
         return None
     dropped = ev.total("dropped")
     lines = ["UDP RcvbufErrors: {0} in {1:.0f} s ({2})".format(fmt_count(errors), ev.window_seconds, fmt_rate(ev.rate(errors)))]
+    reason_line, agrees, confirmed = _confirm(ev, "socket_rcvbuff", errors, "UDP RcvbufErrors", th["reasons_agree_share"])
+    if reason_line:
+        lines.append(reason_line)
+    elsewhere = agrees is False and by_reason > (errors or 0)
+    if elsewhere:
+        lines.append("the drop reason counts every network namespace and every socket type, RcvbufErrors only "
+                     "this namespace's UDP: the rest are sockets elsewhere (a container's, or not UDP)")
+    worst = max(v for v in (errors, by_reason) if v is not None)
     if ev.sockets.get("udp_in_errors") is not None:
         lines.append("UDP InErrors (which include RcvbufErrors): {0}".format(fmt_rate(ev.rate(ev.sockets["udp_in_errors"]))))
     lines.append("backlog drops in the same window: {0} — the packets got through the backlog and "
@@ -378,11 +453,20 @@ def detect_socket_rcvbuf(ev, th):
         lines.append("{0} held only {1} bytes while dropping, far below rmem_default: the application "
                      "probably sets a small SO_RCVBUF itself, which no sysctl overrides".format(
                          ", ".join("port {0}".format(s.port) for s in small), fmt_count(small[0].rx_queue)))
+    if agrees:
+        why = "the kernel counts these drops by name twice (Udp RcvbufErrors and the drop reason SOCKET_RCVBUFF), and the two agree"
+    elif elsewhere:
+        why = "the kernel's drop reason SOCKET_RCVBUFF names them; this namespace's RcvbufErrors sees only part"
+    elif agrees is False:
+        why = "Udp RcvbufErrors counts them by name, but the drop reason SOCKET_RCVBUFF disagrees"
+    else:
+        why = "the kernel counts these drops by name (Udp RcvbufErrors)"
     return Detection(
-        summary="{0} UDP datagrams ({1}) were dropped because a socket's receive buffer was full".format(
-            fmt_count(errors), fmt_rate(ev.rate(errors))),
-        confidence="high", confidence_reason="the kernel counts these drops by name (Udp RcvbufErrors)",
-        evidence=lines, criteria=[Criterion("UDP receive-buffer errors", ev.rate(errors), target)])
+        summary="{0} datagrams ({1}) were dropped because a socket's receive buffer was full".format(
+            fmt_count(worst), fmt_rate(ev.rate(worst))),
+        confidence="high" if agrees is not False or elsewhere else "medium", confidence_reason=why,
+        evidence=lines, criteria=[Criterion("UDP receive-buffer errors", ev.rate(worst), target)],
+        confirmed_by=confirmed, reasons_agree=agrees)
 
 
 def detect_socket_sndbuf(ev, th):
@@ -411,15 +495,33 @@ def detect_listen_overflow(ev, th):
     min_events, target = th["min_events"], th["target_drops_per_s"]
     overflows = ev.sockets.get("tcp_listen_overflows")
     drops = ev.sockets.get("tcp_listen_drops")
-    if not (_moved(overflows, min_events) or _moved(drops, min_events)):
+    by_reason = _reason(ev, "tcp_listen_overflow")
+    if not (_moved(overflows, min_events) or _moved(drops, min_events) or _moved(by_reason, min_events)):
         return None
-    worst = max(v for v in (overflows, drops) if v is not None)
+    worst = max(v for v in (overflows, drops, by_reason) if v is not None)
+    lines = ["TcpExt ListenOverflows {0}, ListenDrops {1}".format(fmt_rate(ev.rate(overflows)), fmt_rate(ev.rate(drops)))]
+    reason_line, agrees, confirmed = _confirm(ev, "tcp_listen_overflow", overflows, "TcpExt ListenOverflows",
+                                              th["reasons_agree_share"])
+    if reason_line:
+        lines.append(reason_line)
+    elsewhere = agrees is False and by_reason > (overflows or 0)
+    if elsewhere:
+        lines.append("the drop reason counts every network namespace, TcpExt only this one's: the listener is "
+                     "in another namespace (a container)")
+    if agrees is False and not elsewhere:
+        why = "TcpExt counts more overflows than the drop reason TCP_LISTEN_OVERFLOW: a SYN refused at a full " \
+              "queue is counted by TcpExt only; the reason marks the completing ACKs the kernel frees"
+    elif elsewhere:
+        why = "the kernel's drop reason TCP_LISTEN_OVERFLOW names them; this namespace's TcpExt sees only part"
+    elif agrees:
+        why = "TcpExt ListenOverflows and the drop reason TCP_LISTEN_OVERFLOW agree"
+    else:
+        why = "the kernel counts these by name (TcpExt ListenOverflows/ListenDrops)"
     return Detection(
         summary="TCP connections were dropped because a listening socket's accept queue was full ({0})".format(
             fmt_rate(ev.rate(worst))),
-        confidence="high", confidence_reason="the kernel counts these by name (TcpExt ListenOverflows/ListenDrops)",
-        evidence=["TcpExt ListenOverflows {0}, ListenDrops {1}".format(fmt_rate(ev.rate(overflows)), fmt_rate(ev.rate(drops)))],
-        criteria=[Criterion("TCP listen drops", ev.rate(worst), target)])
+        confidence="high", confidence_reason=why, evidence=lines,
+        criteria=[Criterion("TCP listen drops", ev.rate(worst), target)], confirmed_by=confirmed, reasons_agree=agrees)
 
 
 def detect_nic_loss(ev, th):
@@ -446,12 +548,19 @@ def detect_cpu_saturated(ev, th):
            and c.busy_pct is not None and c.busy_pct >= busy_pct]
     if not hot:
         return None
+    lines = ["{0}: {1:.0f}% busy (user, system, irq, softirq, steal), {2:.0f}% in softirq{3}".format(
+        cpu_name(c.cpu), c.busy_pct, c.softirq_pct or 0,
+        ", {0:.0f}% at nice > 0 not counted (softirq preempts it)".format(c.nice_pct) if c.nice_pct else "")
+        for c in hot]
+    reason_line, agrees, confirmed = _confirm(ev, "cpu_backlog", ev.total("dropped"), "softnet_stat 'dropped'",
+                                              th["reasons_agree_share"])
+    if reason_line:
+        lines.append(reason_line)
     return Detection(
         summary="{0} had no time left ({1}) while dropping".format(
             ", ".join(cpu_name(c.cpu) for c in hot), ", ".join("{0:.0f}% busy".format(c.busy_pct) for c in hot)),
         confidence="medium", confidence_reason="busy time averaged over the window",
-        evidence=["{0}: {1:.0f}% busy, {2:.0f}% in softirq".format(cpu_name(c.cpu), c.busy_pct, c.softirq_pct or 0) for c in hot],
-        cpus=[c.cpu for c in hot])
+        evidence=lines, cpus=[c.cpu for c in hot], confirmed_by=confirmed, reasons_agree=agrees)
 
 
 def detect_unexplained_iface_drops(ev, th):
@@ -459,6 +568,8 @@ def detect_unexplained_iface_drops(ev, th):
     nobody listens to), sometimes a driver's or a bridge's own limit."""
     floor, explained_share = th["target_drops_per_s"], th["explained_share"]
     softnet = ev.total("dropped") or 0
+    # drop reasons that count in an interface's rx_dropped have causes of their own
+    named = sum(_reason(ev, name) or 0 for name in RX_DROPPED_REASONS)
     found = []
     for iface in ev.interfaces:
         drops = _inbound_not_missed(iface)
@@ -466,6 +577,8 @@ def detect_unexplained_iface_drops(ev, th):
             continue
         if softnet >= explained_share * drops:
             continue  # the backlog explains it (backlog_overflow reports it)
+        if named >= explained_share * drops:
+            continue  # a drop reason explains it (its cause reports it)
         found.append((iface, drops))
     if not found:
         return None
@@ -479,10 +592,214 @@ def detect_unexplained_iface_drops(ev, th):
         }.get(iface.role if iface.role == "wifi" else iface.kind, "a driver- or device-specific limit")
         lines.append("{0}: {1} inbound drops ({2}) — {3}".format(
             _where_iface(iface), fmt_count(drops), fmt_rate(ev.rate(drops)), why.format(iface.name)))
+    if ev.reasons is not None:
+        lines.append("the kernel's drop reasons in the window do not account for them either: {0}".format(
+            ", ".join("{0} {1}".format(reason_label(n), fmt_count(c)) for n, c in _top(ev.reasons)[:4] if c)
+            or "none counted"))
     return Detection(
         summary="inbound drops on {0} that no CPU backlog accounts for".format(", ".join(i.name for i, _d in found)),
         confidence="low", confidence_reason="the interface counter does not say why it dropped",
         evidence=lines, interfaces=[i.name for i, _d in found])
+
+
+# -- causes only the kernel's drop reasons tell apart -------------------------------------------
+
+# reasons whose drops an interface's rx_dropped also counts: when they account for an
+# interface's drops, their own cause reports them (not unexplained_iface_drops)
+RX_DROPPED_REASONS = ("unhandled_proto", "full_ring")
+
+# netdrops' alarms on interface drops (health.d/netdrops.conf and health.d/v2/netdrops.conf)
+INTERFACE_ALARMS = ("netdrops_host_inbound_drops", "netdrops_container_inbound_drops",
+                    "netdrops_host_inbound_drop_ratio", "netdrops_container_inbound_drop_ratio")
+
+
+def _sample_lines(ev, name, what):
+    """What the detail samples of one reason saw: [line], and {key: n} of `what`
+    ('protocols' or 'locations') summed over them."""
+    lines, seen = [], {}
+    for sample in _sampled(ev, name):
+        records = sample.by_reason.get(name, 0)
+        if sample.note and not records:
+            lines.append("detail sample: " + sample.note)
+            continue
+        for key, n in getattr(sample, what).get(name, {}).items():
+            seen[key] = seen.get(key, 0) + n
+        lines.append("detail sample: {0} record{1} of {2} in {3:.0f} s{4}".format(
+            records, "" if records == 1 else "s", reason_label(name), sample.seconds,
+            " (" + sample.note + ")" if sample.note else ""))
+    return lines, seen
+
+
+def _receivers(ev, floor):
+    return sorted(((i, _inbound_not_missed(i)) for i in ev.interfaces
+                   if i.role != "bond-slave" and _inbound_not_missed(i) is not None
+                   and ev.rate(_inbound_not_missed(i)) >= floor), key=lambda pair: -pair[1])
+
+
+def detect_unhandled_protocol(ev, th):
+    floor, agree_share = th["target_drops_per_s"], th["reasons_agree_share"]
+    count = _reason(ev, "unhandled_proto")
+    if count is None or ev.rate(count) < floor:
+        return None
+    lines = ["kernel drop reason UNHANDLED_PROTO: {0} ({1}) in the window: frames whose protocol nothing "
+             "on this host handles".format(fmt_count(count), fmt_rate(ev.rate(count)))]
+    backlog = ev.total("dropped") or 0
+    receivers = _receivers(ev, floor)
+    # the interfaces' drops other than the backlog's are the candidates
+    shown = max(0.0, sum(d for _i, d in receivers) - backlog)
+    for iface, drops in receivers[:5]:
+        lines.append("{0}: {1} inbound drops ({2})".format(_where_iface(iface), fmt_count(drops), fmt_rate(ev.rate(drops))))
+    lines.append("softnet_stat 'dropped' (CPU backlog) in the same window: {0}".format(fmt_count(backlog)))
+    sample_lines, protocols = _sample_lines(ev, "unhandled_proto", "protocols")
+    lines += sample_lines
+    named = []
+    for key, n in _top(protocols)[:4]:
+        number = ethertypes.number(key)
+        how = ethertypes.advice(number)
+        named.append(ethertypes.name(number))
+        lines.append("ethertype {0}: {1} of the sampled frames{2}".format(
+            ethertypes.name(number), n, " — " + how if how else ""))
+    agrees = bool(receivers) and _agree(count, shown, agree_share)
+    if agrees:
+        why = "the drop reason UNHANDLED_PROTO accounts for the interfaces' drops, and the CPU backlog for none"
+    elif receivers:
+        why = ("the drop reason UNHANDLED_PROTO ({0}) and the interfaces' drops other than the backlog's ({1}) "
+               "disagree: part of the interface drops has another cause").format(fmt_count(count), fmt_count(shown))
+    else:
+        why = ("the drop reason names them, but no interface here shows them (an interface in another network "
+               "namespace, or a frame that never reached one netdrops charts)")
+    devices = [i.name for i, _d in receivers[:3]]
+    advice = None
+    if devices:
+        advice = ("For {0}: on Netdata 1.37 put `!{1}/{0} ` first on the `families:` line of the interface alarms in "
+                  "/etc/netdata/health.d/netdrops.conf; on 1.38+ and v2 add `device=!{0} *` to their `chart labels:` "
+                  "line.").format(devices[0], receivers[0][0].role or receivers[0][0].kind)
+    return Detection(
+        summary="{0} frames ({1}) of {2} were dropped because nothing on this host handles their protocol{3}".format(
+            fmt_count(count), fmt_rate(ev.rate(count)), ", ".join(named) if named else "a protocol",
+            " on " + ", ".join(devices) if devices else ""),
+        confidence="high" if agrees else "medium", confidence_reason=why, evidence=lines,
+        interfaces=devices, beyond_tuning=advice, confirmed_by={"unhandled_proto": count},
+        reasons_agree=agrees if receivers else None)
+
+
+def detect_netfilter_drop(ev, th):
+    floor = th["target_drops_per_s"]
+    count = _reason(ev, "netfilter_drop")
+    if count is None or ev.rate(count) < floor:
+        return None
+    lines = ["kernel drop reason NETFILTER_DROP: {0} ({1}) in the window".format(fmt_count(count), fmt_rate(ev.rate(count)))]
+    sample_lines, locations = _sample_lines(ev, "netfilter_drop", "locations")
+    lines += sample_lines
+    for where, n in _top(locations)[:3]:
+        lines.append("dropped in {0}: {1} of the sampled packets".format(where, n))
+    if locations:
+        lines.append("the tracepoint records the dropping function, not the netfilter hook or the rule")
+    return Detection(
+        summary="{0} packets ({1}) were dropped by a firewall rule (netfilter)".format(fmt_count(count), fmt_rate(ev.rate(count))),
+        confidence="high", confidence_reason="the kernel names the reason (NETFILTER_DROP)", evidence=lines,
+        confirmed_by={"netfilter_drop": count})
+
+
+def _ports(ev, name):
+    ports = {}
+    for sample in _sampled(ev, name):
+        for port, n in sample.ports.items():
+            ports[port] = ports.get(port, 0) + n
+    return ports
+
+
+def detect_no_socket(ev, th):
+    floor = th["target_drops_per_s"]
+    count = _reason(ev, "no_socket")
+    if count is None or ev.rate(count) < floor:
+        return None
+    lines = ["kernel drop reason NO_SOCKET: {0} ({1}) in the window".format(fmt_count(count), fmt_rate(ev.rate(count)))]
+    sample_lines, locations = _sample_lines(ev, "no_socket", "locations")
+    lines += sample_lines
+    ports = _ports(ev, "no_socket")
+    for port, n in _top(ports)[:5]:
+        lines.append("closed port {0}: {1} {2} sampled".format(
+            port, n, "ICMP port-unreachable replies" if port.startswith("udp") else "TCP resets"))
+    for where, n in _top(locations)[:3]:
+        what = NO_SOCKET_PLACES.get(where.split("+")[0].split(".")[0], "")
+        lines.append("dropped in {0}: {1} of the sampled packets{2}".format(where, n, " — " + what if what else ""))
+    return Detection(
+        summary="{0} packets ({1}) arrived for ports nothing listens on{2}".format(
+            fmt_count(count), fmt_rate(ev.rate(count)),
+            " (" + ", ".join(p for p, _n in _top(ports)[:3]) + ")" if ports else ""),
+        confidence="high", confidence_reason="the kernel names the reason (NO_SOCKET)", evidence=lines,
+        confirmed_by={"no_socket": count})
+
+
+# where NO_SOCKET drops happen (the record's location, without offset and clone suffix)
+NO_SOCKET_PLACES = {
+    "__udp4_lib_rcv": "UDP to a closed port (IPv4)",
+    "__udp6_lib_rcv": "UDP to a closed port (IPv6)",
+    "tcp_v4_rcv": "TCP to a closed port (IPv4)",
+    "tcp_v6_rcv": "TCP to a closed port (IPv6)",
+    "cookie_v4_check": "the ACK of a SYN cookie no connection could be made from (a listener whose queue "
+                       "was full, or a stale cookie)",
+    "cookie_v6_check": "the ACK of a SYN cookie no connection could be made from (IPv6)",
+}
+
+
+def detect_qdisc_drop(ev, th):
+    min_events, target = th["min_events"], th["target_drops_per_s"]
+    count = _reason(ev, "qdisc_drop")
+    if not _moved(count, min_events):
+        return None
+    senders = sorted((i for i in ev.interfaces if _moved(i.outbound_drops, min_events)), key=lambda i: -i.outbound_drops)
+    lines = ["kernel drop reason QDISC_DROP: {0} ({1}) in the window".format(fmt_count(count), fmt_rate(ev.rate(count)))]
+    for iface in senders[:5]:
+        lines.append("{0}: {1} outbound drops ({2})".format(_where_iface(iface), fmt_count(iface.outbound_drops),
+                                                            fmt_rate(ev.rate(iface.outbound_drops))))
+    return Detection(
+        summary="{0} packets ({1}) were dropped on the way out because a queueing discipline was full{2}".format(
+            fmt_count(count), fmt_rate(ev.rate(count)), " on " + ", ".join(i.name for i in senders[:3]) if senders else ""),
+        confidence="high", confidence_reason="the kernel names the reason (QDISC_DROP)", evidence=lines,
+        interfaces=[i.name for i in senders[:3]], confirmed_by={"qdisc_drop": count},
+        criteria=[Criterion("qdisc drops (egress)", ev.rate(count), target)])
+
+
+def detect_full_ring(ev, th):
+    min_events, target = th["min_events"], th["target_drops_per_s"]
+    count = _reason(ev, "full_ring")
+    if not _moved(count, min_events):
+        return None
+    lossy = sorted((i for i in ev.interfaces if i.kind in ("veth", "tun")
+                    and (_moved(i.inbound_drops, min_events) or _moved(i.outbound_drops, min_events))),
+                   key=lambda i: -((i.inbound_drops or 0) + (i.outbound_drops or 0)))
+    lines = ["kernel drop reason FULL_RING: {0} ({1}) in the window".format(fmt_count(count), fmt_rate(ev.rate(count)))]
+    for iface in lossy[:5]:
+        lines.append("{0}: {1} inbound, {2} outbound drops".format(
+            _where_iface(iface), fmt_count(iface.inbound_drops), fmt_count(iface.outbound_drops)))
+    return Detection(
+        summary="{0} packets ({1}) were dropped because a device's own ring was full{2}".format(
+            fmt_count(count), fmt_rate(ev.rate(count)), " on " + ", ".join(i.name for i in lossy[:3]) if lossy else ""),
+        confidence="high", confidence_reason="the kernel names the reason (FULL_RING)", evidence=lines,
+        interfaces=[i.name for i in lossy[:3]], confirmed_by={"full_ring": count},
+        criteria=[Criterion("ring-full drops", ev.rate(count), target)])
+
+
+def detect_memory_pressure(ev, th):
+    min_events, target = th["min_events"], th["target_drops_per_s"]
+    counts = {name: _reason(ev, name) for name in ("nomem", "proto_mem")}
+    moved = {name: c for name, c in counts.items() if _moved(c, min_events)}
+    if not moved:
+        return None
+    total = sum(moved.values())
+    lines = ["kernel drop reason {0}: {1} ({2}) in the window".format(reason_label(name), fmt_count(c), fmt_rate(ev.rate(c)))
+             for name, c in moved.items()]
+    if "proto_mem" in moved:
+        lines.append("PROTO_MEM: a protocol's memory limit was reached (net.ipv4.udp_mem or tcp_mem, in pages); "
+                     "/proc/net/sockstat shows what the protocols hold now")
+    if "nomem" in moved:
+        lines.append("NOMEM: the kernel could not allocate memory for the packet")
+    return Detection(
+        summary="{0} packets ({1}) were dropped for lack of memory".format(fmt_count(total), fmt_rate(ev.rate(total))),
+        confidence="high", confidence_reason="the kernel names the reason", evidence=lines,
+        confirmed_by=moved, criteria=[Criterion("memory-pressure drops", ev.rate(total), target)])
 
 
 # -- the evidence fields causes read, as a person reads them -----------------------------------
@@ -523,6 +840,15 @@ FIELD_LABELS = {
     "host.online_cpus": "the online CPUs",
     "host.isolated_cpus": "the isolated CPUs",
     "host.local": "whether the evidence is this machine's",
+    "reasons.unhandled_proto": "the kernel's drop reasons (UNHANDLED_PROTO)",
+    "reasons.qdisc_drop": "the kernel's drop reasons (QDISC_DROP)",
+    "reasons.full_ring": "the kernel's drop reasons (FULL_RING)",
+    "reasons.nomem|reasons.proto_mem": "the kernel's drop reasons (NOMEM, PROTO_MEM)",
+    "reasons.netfilter_drop": "the kernel's drop reasons (NETFILTER_DROP)",
+    "reasons.no_socket": "the kernel's drop reasons (NO_SOCKET)",
+    "sockets.udp_rcvbuf_errors|reasons.socket_rcvbuff": "UDP RcvbufErrors or the drop reason SOCKET_RCVBUFF",
+    "sockets.tcp_listen_overflows|sockets.tcp_listen_drops|reasons.tcp_listen_overflow":
+        "TcpExt ListenOverflows or ListenDrops, or the drop reason TCP_LISTEN_OVERFLOW",
 }
 
 
@@ -539,6 +865,9 @@ def has_value(ev, name):
                 return True
         elif where == "host":
             if getattr(ev.host, attr) is not None:
+                return True
+        elif where == "reasons":
+            if ev.reasons is not None:   # counted: a reason not seen counts 0
                 return True
         elif getattr(ev, attr) is not None:
             return True
@@ -571,8 +900,8 @@ CAUSES = (
         id="backlog_overflow", title="CPU backlog queue overflow", severity=PROBLEM,
         needs=("cpus.dropped",),
         reads=("cpus.backlog_peak_pct", "cpus.flow_limit", "tuning.netdev_max_backlog", "interfaces.outbound_drops",
-               "sockets.udp_sndbuf_errors") + _INTERFACE_DROPS,
-        thresholds=(MIN_EVENTS, EXPLAINED_SHARE, BACKLOG_NEAR_FULL, TARGET),
+               "sockets.udp_sndbuf_errors", "reasons.cpu_backlog") + _INTERFACE_DROPS,
+        thresholds=(MIN_EVENTS, EXPLAINED_SHARE, BACKLOG_NEAR_FULL, TARGET, REASONS_AGREE),
         reason="Packets handed to a CPU (by RPS, or by a veth on the sender's CPU) wait in that CPU's "
                "backlog queue; when it holds net.core.netdev_max_backlog packets, the next ones are dropped.",
         remedies=("netdev_max_backlog",),
@@ -582,8 +911,8 @@ CAUSES = (
     Cause(
         id="budget_exhaustion", title="Receive budget exhausted on dropping CPUs", severity=PROBLEM,
         needs=("cpus.squeezed", "cpus.dropped"),
-        reads=("tuning.netdev_budget", "tuning.netdev_budget_usecs"),
-        thresholds=(MIN_EVENTS, SQUEEZE_TARGET),
+        reads=("tuning.netdev_budget", "tuning.netdev_budget_usecs", "reasons.cpu_backlog"),
+        thresholds=(MIN_EVENTS, SQUEEZE_TARGET, REASONS_AGREE),
         reason="net_rx_action stops after net.core.netdev_budget packets or netdev_budget_usecs and leaves "
                "the rest queued; with the queue also overflowing, each round ends too early.",
         remedies=("netdev_budget", "netdev_budget_usecs"),
@@ -604,9 +933,10 @@ CAUSES = (
         detect=detect_rx_on_one_cpu),
     Cause(
         id="socket_rcvbuf_overflow", title="Socket receive buffer overflow", severity=PROBLEM,
-        needs=("sockets.udp_rcvbuf_errors",),
-        reads=("sockets.udp_in_errors", "cpus.dropped", "tuning.rmem_default", "tuning.rmem_max", "udp_socket_drops"),
-        thresholds=(MIN_EVENTS, SMALL_RCVBUF_FACTOR, TARGET),
+        needs=("sockets.udp_rcvbuf_errors|reasons.socket_rcvbuff",),
+        reads=("sockets.udp_rcvbuf_errors", "sockets.udp_in_errors", "cpus.dropped", "tuning.rmem_default",
+               "tuning.rmem_max", "udp_socket_drops", "reasons.socket_rcvbuff"),
+        thresholds=(MIN_EVENTS, SMALL_RCVBUF_FACTOR, TARGET, REASONS_AGREE),
         reason="The packets reached the socket, but the application did not read them before its receive "
                "buffer filled. This is not a backlog problem: a larger netdev_max_backlog does not help.",
         remedies=("rmem_max", "rmem_default"),
@@ -625,9 +955,9 @@ CAUSES = (
         detect=detect_socket_sndbuf),
     Cause(
         id="listen_queue_overflow", title="TCP accept queue overflow", severity=PROBLEM,
-        needs=("sockets.tcp_listen_overflows|sockets.tcp_listen_drops",),
-        reads=("sockets.tcp_listen_overflows", "sockets.tcp_listen_drops"),
-        thresholds=(MIN_EVENTS, TARGET),
+        needs=("sockets.tcp_listen_overflows|sockets.tcp_listen_drops|reasons.tcp_listen_overflow",),
+        reads=("sockets.tcp_listen_overflows", "sockets.tcp_listen_drops", "reasons.tcp_listen_overflow"),
+        thresholds=(MIN_EVENTS, TARGET, REASONS_AGREE),
         reason="New connections arrived faster than the application accepted them.",
         remedies=(),
         beyond_tuning="No receive-path sysctl here fixes this: the application must accept faster, or pass "
@@ -644,11 +974,64 @@ CAUSES = (
         beyond_tuning="Enlarge the NIC's RX ring and spread its interrupts over more CPUs.",
         detect=detect_nic_loss),
     Cause(
+        id="unhandled_protocol", title="Frames of a protocol nothing on this host handles", severity=PROBLEM,
+        needs=("reasons.unhandled_proto",),
+        reads=("cpus.dropped", "reason_samples") + _INTERFACE_DROPS,
+        thresholds=(TARGET, REASONS_AGREE),
+        reason="The frames reached the kernel, but no protocol handler here takes their ethertype (LLDP or STP "
+               "from a switch, IPv6 on a host booted with IPv6 off, a vendor's discovery protocol): the kernel "
+               "frees them and counts them in the interface's rx_dropped. Harmless: nothing here wanted them, "
+               "and netdev_max_backlog has nothing to do with it.",
+        remedies=(),
+        beyond_tuning="No sysctl changes this, and none should be changed. To keep netdrops' interface alarms ("
+                      + ", ".join(INTERFACE_ALARMS) + ") quiet for these frames: stop the sender (turn LLDP/CDP or "
+                      "STP off on the switch port facing the host, or run lldpd so LLDP frames are handled), or "
+                      "leave the interface out of those alarms.",
+        detect=detect_unhandled_protocol),
+    Cause(
+        id="qdisc_drop", title="Egress queueing discipline full", severity=PROBLEM,
+        needs=("reasons.qdisc_drop",),
+        reads=("interfaces.outbound_drops", "interfaces.kind", "interfaces.role"),
+        thresholds=(MIN_EVENTS, TARGET),
+        reason="Packets being sent waited in an interface's queueing discipline (qdisc), which was full: the "
+               "kernel dropped them on the way out. Receive-side settings (netdev_max_backlog) do not apply.",
+        remedies=(),
+        beyond_tuning="`tc -s qdisc show dev DEV` shows which queue drops; raise its limit (`ip link set DEV "
+                      "txqueuelen N` for pfifo_fast, `tc qdisc change dev DEV root fq_codel limit N`), or have the "
+                      "sender pace itself.",
+        detect=detect_qdisc_drop),
+    Cause(
+        id="ring_full", title="A device's own ring full (veth with GRO/XDP, tun/tap)", severity=PROBLEM,
+        needs=("reasons.full_ring",),
+        reads=("interfaces.kind", "interfaces.role", "interfaces.inbound_drops", "interfaces.outbound_drops"),
+        thresholds=(MIN_EVENTS, TARGET),
+        reason="The packet was handed to a device whose own ring was full: a veth with NAPI on (GRO or an XDP "
+               "program) queues in a fixed ring of 256 frames instead of the CPU backlog; a tun/tap queues for "
+               "its reader (a VM). netdev_max_backlog does not apply to either.",
+        remedies=(),
+        beyond_tuning="For a veth: turn GRO off on it (`ethtool -K DEV gro off`) unless an XDP program needs it, "
+                      "or give the receiving side more CPU; for a tun/tap: the reader (VM, VPN daemon) is too slow, "
+                      "or raise the device's `txqueuelen`.",
+        detect=detect_full_ring),
+    Cause(
+        id="memory_pressure", title="Drops for lack of memory", severity=PROBLEM,
+        needs=("reasons.nomem|reasons.proto_mem",),
+        reads=("reasons.nomem", "reasons.proto_mem"),
+        thresholds=(MIN_EVENTS, TARGET),
+        reason="The kernel could not allocate memory for the packet (NOMEM), or a protocol had used all the "
+               "memory its limit allows (PROTO_MEM: net.ipv4.udp_mem, tcp_mem). No net.core setting helps.",
+        remedies=(),
+        beyond_tuning="Find what holds the memory before raising a limit: `cat /proc/net/sockstat` (pages each "
+                      "protocol holds against udp_mem/tcp_mem), `ss -tunm` (per-socket buffers); for NOMEM, "
+                      "`free -m`, /proc/buddyinfo and vm.min_free_kbytes.",
+        detect=detect_memory_pressure),
+    Cause(
         id="cpu_saturated", title="CPU saturated while dropping", severity=PROBLEM,
         needs=("cpus.busy_pct",),
-        reads=("cpus.dropped", "cpus.squeezed", "cpus.softirq_pct"),
-        thresholds=(MIN_EVENTS, SATURATED_BUSY),
-        reason="The CPU that receives is busy all the time; queues and budgets only move the loss around.",
+        reads=("cpus.dropped", "cpus.squeezed", "cpus.softirq_pct", "cpus.nice_pct", "reasons.cpu_backlog"),
+        thresholds=(MIN_EVENTS, SATURATED_BUSY, REASONS_AGREE),
+        reason="The CPU that receives is busy all the time with work receive processing competes with (time at "
+               "nice > 0 is not counted: softirq preempts it); queues and budgets only move the loss around.",
         remedies=(),
         beyond_tuning="More CPU for the receive path: RPS to idle CPUs, more cores for the container or VM, "
                       "or less work per packet (fewer netfilter rules, no needless packet capture).",
@@ -663,9 +1046,34 @@ CAUSES = (
         remedies=(), beyond_tuning=None,
         detect=detect_squeeze_without_drops),
     Cause(
+        id="netfilter_drop", title="Packets a firewall rule dropped", severity=NOTE,
+        needs=("reasons.netfilter_drop",),
+        reads=("reason_samples",),
+        thresholds=(TARGET,),
+        reason="A netfilter rule (nftables or iptables) dropped these packets on purpose: this is the "
+               "firewall's decision, not a lack of capacity, and no tuning changes it.",
+        remedies=(),
+        beyond_tuning="If these packets should arrive, the rule is the fix: `nft list ruleset` (rules with a "
+                      "`counter` show which matched; add `counter` to a drop rule to see), `iptables-save -c` for "
+                      "iptables; a container's rules live in its namespace (`ip netns exec NAME nft list ruleset`, "
+                      "`nsenter -t PID -n nft list ruleset`).",
+        detect=detect_netfilter_drop),
+    Cause(
+        id="no_socket", title="Packets to ports nothing listens on", severity=NOTE,
+        needs=("reasons.no_socket",),
+        reads=("reason_samples",),
+        thresholds=(TARGET,),
+        reason="Packets arrived for a port no socket is bound to (UDP answers with ICMP port unreachable, "
+               "TCP with a reset): a service that is down, a client with a stale address, or a scan. No "
+               "setting here changes it.",
+        remedies=(),
+        beyond_tuning="Start the service that should listen there, or stop the sender; `ss -lunt` lists what "
+                      "listens; `nstat -az UdpNoPorts` counts the UDP ones.",
+        detect=detect_no_socket),
+    Cause(
         id="unexplained_iface_drops", title="Interface drops the backlog does not explain", severity=NOTE,
         needs=("interfaces.inbound_drops",),
-        reads=("cpus.dropped",) + _INTERFACE_DROPS,
+        reads=("cpus.dropped", "reasons.unhandled_proto", "reasons.full_ring") + _INTERFACE_DROPS,
         thresholds=(TARGET, EXPLAINED_SHARE),
         reason="An interface's rx_dropped also counts frames the stack discards on purpose.",
         remedies=(), beyond_tuning=None,

@@ -34,8 +34,11 @@ class CpuEvidence:
     rps_ipis: Optional[float] = None
     flow_limit: Optional[float] = None
     backlog_peak_pct: Optional[float] = None   # peak backlog length, % of netdev_max_backlog
-    busy_pct: Optional[float] = None           # all non-idle time, average over the window
+    # time receive processing competes with (user, system, irq, softirq, steal), average over the
+    # window; nice time is left out: softirq preempts it and ksoftirqd outweighs a nice task
+    busy_pct: Optional[float] = None
     softirq_pct: Optional[float] = None
+    nice_pct: Optional[float] = None           # time at nice > 0 (not in busy_pct)
 
 
 @dataclass
@@ -74,6 +77,21 @@ class SocketDrop:
     rx_queue: int = 0           # bytes waiting to be read when last looked at
     inode: int = 0
     owners: List[str] = field(default_factory=list)   # 'comm[pid]'
+
+
+@dataclass
+class ReasonSample:
+    """A short look at the skb:kfree_skb records of some drop reasons (sources/trace_sample.py):
+    which ethertypes, dropping functions and closed ports the drops had. Local evidence only."""
+    reasons: List[str]                       # the reasons sampled, lowercase kernel names
+    seconds: float = 0.0                     # how long it looked
+    records: int = 0                         # kfree_skb records read
+    limit: int = 0                           # it stops at this many records
+    by_reason: Dict[str, int] = field(default_factory=dict)      # records per reason
+    protocols: Dict[str, Dict[str, int]] = field(default_factory=dict)   # reason -> {"0x88cc": n}
+    locations: Dict[str, Dict[str, int]] = field(default_factory=dict)   # reason -> {function: n}
+    ports: Dict[str, int] = field(default_factory=dict)          # "udp/47901" -> replies seen (closed ports)
+    note: Optional[str] = None               # why there is no sample, or what limits it
 
 
 @dataclass
@@ -135,6 +153,12 @@ class Evidence(ByCpuAndName):
     alarms: List[Alarm] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
     requests: int = 0                # Netdata requests made for this node
+    # the kernel's drop reasons over the window: {lowercase name: drops}, "other" the rest of all
+    # drops; a reason the source has not seen counts 0. None: not counted (reasons_note says why)
+    reasons: Optional[Dict[str, float]] = None
+    reasons_source: Optional[str] = None  # "netdata" (the netdrops.drop_reasons chart) or "kernel" (counted live)
+    reasons_note: Optional[str] = None
+    reason_samples: List[ReasonSample] = field(default_factory=list)
 
     def rate(self, count):
         """Count over the window -> per second; None stays None."""
@@ -187,23 +211,27 @@ def backlog_share(cpu, backlog_max):
 
 
 def from_window(window, node, source, source_detail, utilisation=None, **fields):
-    """model.Window -> Evidence (pure). `utilisation` is {cpu: (busy %, softirq %)} where the
-    source has it; `fields` are the other Evidence fields the source knows (url, alarms, notes,
+    """model.Window -> Evidence (pure). `utilisation` is {cpu: (busy %, softirq %, nice %)} where
+    the source has it (busy without nice, see CpuEvidence); `fields` are the other Evidence fields the source knows (url, alarms, notes,
     tuning_source, udp_socket_drops, host ...)."""
     utilisation = utilisation or {}
     backlog_max = window.tuning.get("netdev_max_backlog")
     cpus = []
     for c in window.cpus:
-        busy, softirq = utilisation.get(c.cpu, (None, None))
+        busy, softirq, nice = (tuple(utilisation.get(c.cpu, ())) + (None, None, None))[:3]
         cpus.append(CpuEvidence(
             cpu=c.cpu, processed=_count(c.processed), dropped=_count(c.dropped), squeezed=_count(c.squeezed),
             rps_ipis=_count(c.rps_ipis), flow_limit=_count(c.flow_limit),
-            backlog_peak_pct=backlog_share(c, backlog_max), busy_pct=busy, softirq_pct=softirq))
+            backlog_peak_pct=backlog_share(c, backlog_max), busy_pct=busy, softirq_pct=softirq,
+            nice_pct=nice))
     interfaces = [IfaceEvidence(
         name=i.name, kind=i.kind, role=i.role, kind_source=i.kind_source, peer=i.peer, container=i.container,
         rx_packets=_count(i.received), inbound_drops=_count(i.inbound), outbound_drops=_count(i.outbound),
         missed=_count(i.missed), fifo=_count(i.fifo)) for i in window.interfaces]
     by_kind = window.drops_by_kind
+    reasons = getattr(window, "reasons", None)
+    if reasons is not None:
+        fields.setdefault("reasons", {name: float(count) for name, count in reasons.items()})
     return Evidence(
         node=node, source=source, source_detail=source_detail, window_seconds=float(window.seconds),
         start_time=window.start_time, end_time=window.end_time, cpus=cpus,

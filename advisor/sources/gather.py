@@ -8,7 +8,7 @@ import urllib.parse
 from netdrops_collector.kernel import links, sources, tuning
 from netdrops_collector.kernel.hostfs import HostFS
 
-from . import hostfacts, kernel_sampler, netdata_source
+from . import hostfacts, kernel_sampler, netdata_source, trace_sample
 from ..errors import UnknownNode
 from ..diagnose.evidence import TUNING_KEYS
 
@@ -71,6 +71,16 @@ def enrich_local(evidence, hostfs):
     hostfacts.enrich_interfaces(evidence, hostfs)
     evidence.udp_socket_drops = hostfacts.udp_sockets_now(hostfs)
     hostfacts.name_socket_owners(evidence, hostfs.path("proc"))
+    add_detail_samples(evidence)
+
+
+def add_detail_samples(evidence):
+    """Where a count is not enough (which ethertype, which port, which function), a short look at
+    the drops' own records; only as root on the machine itself (trace_sample.py)."""
+    names = trace_sample.wanted(evidence.reasons, evidence.window_seconds)
+    if names:
+        evidence.reason_samples.append(
+            trace_sample.sample(names, seconds=min(trace_sample.MAX_SECONDS, evidence.window_seconds)))
 
 
 def _links_by_name(hostfs):
@@ -94,4 +104,5 @@ def from_kernel(window, hostfs=None, node=None):
     evidence = kernel_sampler.evidence_from_sample(sample, node or socket.gethostname(), host)
     hostfacts.enrich_interfaces(evidence, hostfs)
     hostfacts.name_socket_owners(evidence, hostfs.path("proc"))
+    add_detail_samples(evidence)
     return evidence

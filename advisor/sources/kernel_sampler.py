@@ -9,10 +9,11 @@ does not take; evidence_from_sample() turns one into Evidence without touching t
 """
 
 import collections
+import os
 import time
 
 from netdrops_collector import config, model
-from netdrops_collector.kernel import softnet
+from netdrops_collector.kernel import reasons, softnet
 from netdrops_collector.core import Collector
 from netdrops_collector.errors import ParseError
 
@@ -23,8 +24,27 @@ from ..diagnose.evidence import SOURCE_KERNEL, SocketDrop, from_window
 TICK_SECONDS = 1.0
 FAST_SECONDS = 0.05
 
-# window: a model.Window; /proc/stat and the UDP socket table at both ends (None or [] where unreadable)
-KernelSample = collections.namedtuple("KernelSample", "window stat_before stat_after udp_before udp_after")
+# window: a model.Window; /proc/stat and the UDP socket table at both ends (None or [] where
+# unreadable); reasons_note: why the window has no drop reasons (None when it has them)
+KernelSample = collections.namedtuple("KernelSample", "window stat_before stat_after udp_before udp_after reasons_note")
+KernelSample.__new__.__defaults__ = (None,)
+
+# The core's Collector opens the drop-reason counters itself when it may (root): the window then
+# carries the reasons, counted in the kernel over exactly the window.
+REASONS_LIVE = "drop reasons counted live over the window (skb:kfree_skb, counted in the kernel)"
+
+
+def why_no_reasons():
+    """One sentence: why this process could not count drop reasons (the core logs it; the
+    advisor says it in its report)."""
+    try:
+        reasons.reason_numbers()
+    except reasons.ReasonsUnavailable as error:
+        return "drop reasons are not counted: {0}".format(error)
+    if os.geteuid() != 0:
+        return ("drop reasons are not counted: the advisor counts them live only as root "
+                "(perf_event_open needs root or CAP_PERFMON)")
+    return "drop reasons are not counted: the counters could not be opened (see the collector's log line)"
 
 
 def _optional(read, hostfs):
@@ -43,6 +63,7 @@ def sample_kernel(seconds, hostfs=None, clock=time.monotonic, sleep=time.sleep):
     except (OSError, ParseError) as err:
         raise MissingEvidence("Could not read the kernel's receive-path counters ({0}).".format(err))
     hostfs = collector.hostfs
+    reasons_note = None if collector.reasons is not None else why_no_reasons()
     backlog_peaks = {}
 
     def tick():
@@ -79,7 +100,8 @@ def sample_kernel(seconds, hostfs=None, clock=time.monotonic, sleep=time.sleep):
         collector.close()
     return KernelSample(window=model.delta(first, last, backlog_peaks),
                         stat_before=stat_before, stat_after=_optional(procstat.read_proc_stat, hostfs),
-                        udp_before=udp_before, udp_after=udp_sockets.read_udp_sockets(hostfs))
+                        udp_before=udp_before, udp_after=udp_sockets.read_udp_sockets(hostfs),
+                        reasons_note=reasons_note)
 
 
 def evidence_from_sample(sample, node, host, source_detail=None):
@@ -87,15 +109,25 @@ def evidence_from_sample(sample, node, host, source_detail=None):
     window = sample.window
     if not window.cpus:
         raise MissingEvidence("/proc/net/softnet_stat listed no CPUs.")
-    util = procstat.utilisation(sample.stat_before, sample.stat_after) \
-        if sample.stat_before and sample.stat_after else {}
+    util = {}
+    if sample.stat_before and sample.stat_after:
+        nice = procstat.nice_share(sample.stat_before, sample.stat_after)
+        util = {cpu: (busy, softirq, nice.get(cpu))
+                for cpu, (busy, softirq) in procstat.utilisation(sample.stat_before, sample.stat_after).items()}
     notes = []
     if window.cpu_ids_guessed:
         notes.append("/proc/net/softnet_stat has no CPU id column and a CPU is offline: CPU numbers "
                      "are row numbers.")
     socket_drops = [SocketDrop(s.proto, s.address, s.port, drops, "window", s.rx_queue, s.inode)
                     for s, drops in udp_sockets.drops_between(sample.udp_before, sample.udp_after)]
+    counted = window.reasons is not None
+    if not counted and sample.reasons_note:
+        notes.append(sample.reasons_note)
+    detail = source_detail or "sampled the kernel directly for {0:.0f} s".format(window.seconds)
+    if counted and source_detail is None:
+        detail += ", " + REASONS_LIVE
     return from_window(
-        window, node, SOURCE_KERNEL,
-        source_detail or "sampled the kernel directly for {0:.0f} s".format(window.seconds),
-        utilisation=util, udp_socket_drops=socket_drops, tuning_source="kernel", host=host, notes=notes)
+        window, node, SOURCE_KERNEL, detail,
+        utilisation=util, udp_socket_drops=socket_drops, tuning_source="kernel", host=host, notes=notes,
+        reasons_source="kernel" if counted else None,
+        reasons_note=None if counted else sample.reasons_note)

@@ -28,7 +28,12 @@ NETDROPS_PLAN = (
     (nd_charts.CTX_IFACE_NIC_LOSS, SUM),
     (nd_charts.CTX_SOCKET_DROPS, SUM),
     (nd_charts.CTX_TUNING, MAX),
+    (nd_charts.CTX_DROP_REASONS, SUM),
 )
+NO_REASONS_CHART = (
+    "Netdata has no netdrops.drop_reasons chart, so drop reasons are not counted there (the collector counts them "
+    "as root, or through the netdrops-reasons helper that `netdrops-collector install` sets up); the diagnosis "
+    "falls back to the counters alone.")
 STOCK_PLAN = (
     ("cpu.softnet_stat", SUM),
     ("net.drops", SUM),
@@ -169,14 +174,20 @@ def build_evidence(node, url, info, mode, windows, labels, alarms, notes):
     """The answers of read_node() -> Evidence (pure): the adapter to the model, then the one
     evidence builder."""
     window, utilisation, notes = window_from_answers(mode, windows, labels, notes)
+    counted = window.reasons is not None
+    if mode == SOURCE_NETDROPS and not counted:
+        notes.append(NO_REASONS_CHART)
     detail = "Netdata {0} at {1}{2}, {3}".format(
         info.version, url, " (node {0})".format(node) if node != info.hostname or len(info.mirrored_hosts) > 1 else "",
-        "netdrops charts" if mode == SOURCE_NETDROPS else "Netdata's own charts (the netdrops collector is not installed there)")
+        ("netdrops charts" + (" with the kernel's drop reasons" if counted else "")) if mode == SOURCE_NETDROPS
+        else "Netdata's own charts (the netdrops collector is not installed there)")
     return from_window(
         window, node, mode, detail, utilisation=utilisation, url=url, netdata_version=info.version,
         tuning_source="netdata" if nd_charts.CTX_TUNING in windows else None,
         alarms=[Alarm(a.name, a.chart, a.status, a.value, a.units, a.info) for a in alarms if relevant_alarm(a)],
-        notes=notes)
+        notes=notes, reasons_source="netdata" if counted else None,
+        reasons_note=None if counted else (NO_REASONS_CHART if mode == SOURCE_NETDROPS else
+                                           "Netdata's own charts have no drop reasons."))
 
 
 def main_context(mode, windows):
@@ -200,6 +211,11 @@ def window_from_answers(mode, windows, labels, notes=()):
                 tuning[col.dim_name] = int(col.latest)
             elif col.dim_name == "rps_interfaces" and col.latest is not None:
                 rps_interfaces = int(col.latest)
+    reasons = None
+    if nd_charts.CTX_DROP_REASONS in windows:
+        # a reason's dimension appears when it first counts: one not there counted 0 (diagnosis._reason)
+        w = windows[nd_charts.CTX_DROP_REASONS]
+        reasons = {name: _count(v, w) or 0.0 for name, v in _first_chart(w).items()}
     drops_by_kind = None
     if nd_charts.CTX_DROPS_BY_KIND in windows:
         w = windows[nd_charts.CTX_DROPS_BY_KIND]
@@ -208,7 +224,7 @@ def window_from_answers(mode, windows, labels, notes=()):
         float(main.seconds), max(main.after, main.first_entry or 0), main.before,
         cpus=[cpus[k] for k in sorted(cpus)], interfaces=_interfaces(mode, windows, labels),
         drops_by_kind=drops_by_kind, sockets=_sockets(mode, windows), tuning=tuning,
-        rps_interfaces=rps_interfaces, cpu_ids_guessed=(mode == SOURCE_STOCK))
+        rps_interfaces=rps_interfaces, cpu_ids_guessed=(mode == SOURCE_STOCK), reasons=reasons)
     return window, _utilisation(windows, cpus), notes
 
 
@@ -265,14 +281,22 @@ def _cpus(mode, windows, notes):
     return cpus
 
 
+# cpu.cpu's dimensions that are not time receive processing competes with: nice time (softirq
+# preempts it, ksoftirqd outweighs it; Netdata charts guest_nice apart from nice) and iowait
+# (idle time with I/O outstanding). procstat.py says the same for /proc/stat.
+NOT_COMPETING = ("nice", "guest_nice", "iowait")
+
+
 def _utilisation(windows, cpus):
-    """{cpu: (busy %, softirq %)} from cpu.cpu, for the CPUs the softnet charts named."""
+    """{cpu: (busy %, softirq %, nice %)} from cpu.cpu, for the CPUs the softnet charts named."""
     out = {}
     for chart_id, dims in (windows["cpu.cpu"].by_chart().items() if "cpu.cpu" in windows else ()):
         m = CPU_IN_CHART.search(chart_id)
         if m and int(m.group(1)) in cpus:
-            values = [v for v in dims.values() if v is not None]
-            out[int(m.group(1))] = (min(100.0, sum(values)) if values else None, dims.get("softirq"))
+            values = [v for k, v in dims.items() if v is not None and k not in NOT_COMPETING]
+            nice = [v for k, v in dims.items() if v is not None and k in NOT_COMPETING[:2]]
+            out[int(m.group(1))] = (min(100.0, sum(values)) if values else None, dims.get("softirq"),
+                                    sum(nice) if nice else None)
     return out
 
 

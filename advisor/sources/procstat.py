@@ -3,7 +3,10 @@ only needs a longer queue."""
 
 import collections
 
-CpuTimes = collections.namedtuple("CpuTimes", "total idle softirq")
+# busy: the time receive processing competes with. Nice time is not in it: softirq preempts any
+# task, and when softirq work moves to ksoftirqd (a nice-0 thread) the scheduler gives it nearly
+# all of a CPU that a nice-19 job fills (a compile at nice 19 is not saturation).
+CpuTimes = collections.namedtuple("CpuTimes", "total idle softirq nice")
 
 
 def parse_proc_stat(text):
@@ -26,12 +29,13 @@ def parse_proc_stat(text):
             continue
         values += [0] * (8 - len(values))
         idle = values[3] + values[4]
-        out[cpu] = CpuTimes(total=sum(values), idle=idle, softirq=values[6])
+        out[cpu] = CpuTimes(total=sum(values), idle=idle, softirq=values[6], nice=values[1])
     return out
 
 
 def utilisation(before, after):
-    """{cpu: (busy %, softirq %)} between two parse_proc_stat results."""
+    """{cpu: (busy %, softirq %)} between two parse_proc_stat results; busy leaves idle, iowait
+    and nice time out (nice_share() gives the nice time)."""
     out = {}
     for cpu, end in after.items():
         start = before.get(cpu)
@@ -40,8 +44,20 @@ def utilisation(before, after):
         total = end.total - start.total
         if total <= 0:
             continue
-        busy = 100.0 * (total - (end.idle - start.idle)) / total
+        nice = end.nice - start.nice
+        busy = 100.0 * (total - (end.idle - start.idle) - nice) / total
         out[cpu] = (max(0.0, min(100.0, busy)), 100.0 * (end.softirq - start.softirq) / total)
+    return out
+
+
+def nice_share(before, after):
+    """{cpu: % of the time at nice > 0} between two parse_proc_stat results."""
+    out = {}
+    for cpu, end in after.items():
+        start = before.get(cpu)
+        total = end.total - start.total if start is not None else 0
+        if total > 0:
+            out[cpu] = max(0.0, min(100.0, 100.0 * (end.nice - start.nice) / total))
     return out
 
 

@@ -50,6 +50,16 @@ def container_from_cgroup(text):
     return None
 
 
+def unnamed(inode):
+    """The label of a network namespace without a name or a container: its inode."""
+    return "netns:{0}".format(inode)
+
+
+def unnamed_of(label):
+    """`label` when it is an unnamed() label, else None."""
+    return label if label.startswith("netns:") and label[len("netns:"):].isdigit() else None
+
+
 def docker_name_from_config(text):
     """Docker's config.v2.json -> the container's name without its leading '/', or None."""
     m = re.search(r'"Name"\s*:\s*"/?([^"]+)"', text)
@@ -62,6 +72,11 @@ class NetnsResolver:
     Walks `ip netns` names and /proc/*/ns/net, asking the kernel which id each namespace has
     here. That needs root (other processes' namespaces), so without it names stay unknown. A walk
     happens only for an id not seen before, at most once per RESCAN_SECONDS.
+
+    Labels: "host" (the initial namespace, seen from inside another), "netns:NAME" (ip netns),
+    a container's ("docker:web", "lxc:101", ...), else "netns:<inode>" for a namespace without a
+    name (`unshare -n`): the inode is what `lsns -t net` and `ls -l /proc/PID/ns/net` show. A
+    process id is no label: "pid:2" was the host's namespace seen through kthreadd.
     """
 
     RESCAN_SECONDS = 10
@@ -101,11 +116,7 @@ class NetnsResolver:
             seen = {os.stat("/proc/self/ns/net").st_ino}  # our own namespace: most processes
         except OSError:
             seen = set()
-        try:
-            # Run inside a container, a peer in the host's namespace is the host, not a process.
-            host_inode = os.stat(self.hostfs.path("proc/1/ns/net")).st_ino
-        except OSError:
-            host_inode = None
+        host_inode = self._host_inode()
         for pid in sorted((p for p in self.hostfs.listdir("proc") if p.isdigit()), key=int):
             ns_path = self.hostfs.path("proc", pid, "ns/net")
             try:
@@ -121,12 +132,28 @@ class NetnsResolver:
             if inode == host_inode:
                 names[nsid] = "host"
             else:
-                names[nsid] = self._container_of_pid(pid) or "pid:{0}".format(pid)
+                names[nsid] = self._container_of_pid(pid) or unnamed(inode)
         for netns in self.hostfs.listdir("run/netns"):
             nsid = self._nsid_of(self.hostfs.path("run/netns", netns))
-            if nsid is not None and (nsid not in names or names[nsid].startswith("pid:")):
+            if nsid is not None and (nsid not in names or names[nsid] == unnamed_of(names[nsid])):
                 names[nsid] = "netns:" + netns
         return names
+
+    def _host_inode(self):
+        """The initial network namespace's inode. PID 1's may be unreadable (a non-dumpable init:
+        EACCES even for root), so kthreadd's (PID 2, a kernel thread: always in the initial
+        namespaces) is the fallback, when PID 2 is kthreadd (not inside a PID namespace)."""
+        # Run inside a container, a peer in the host's namespace is the host, not a process.
+        try:
+            return os.stat(self.hostfs.path("proc/1/ns/net")).st_ino
+        except OSError:
+            pass
+        try:
+            if self.hostfs.read_text("proc/2/comm").strip() == "kthreadd":
+                return os.stat(self.hostfs.path("proc/2/ns/net")).st_ino
+        except OSError:
+            pass
+        return None
 
     def _container_of_pid(self, pid):
         try:
