@@ -257,3 +257,23 @@ def export_packages(ref, dest):
     for src, package in PACKAGES.items():
         os.rename(os.path.join(dest, src), os.path.join(dest, package))
     return commit
+
+
+
+# -- tracefs -----------------------------------------------------------------------------------
+
+TRACEFS = "/sys/kernel/tracing"
+
+
+def tracefs_inside():
+    """In a process that `ip netns exec` started (and so in a mount namespace of its own, unlike
+    its parent): tracefs at /sys/kernel/tracing, mounted if
+    missing (`ip netns exec` mounts a fresh /sys, which hides the host's tracefs). That mount
+    namespace is the process's own and goes with it: the host's mounts are never touched.
+    Returns what it did."""
+    if os.readlink("/proc/self/ns/mnt") == os.readlink("/proc/{0}/ns/mnt".format(os.getppid())):
+        raise RuntimeError("tracefs_inside() is for a process in its own mount namespace")
+    if os.path.ismount(TRACEFS):
+        return "tracefs already mounted in the namespace"
+    subprocess.run(["mount", "-t", "tracefs", "nodev", TRACEFS], check=True)
+    return "tracefs mounted in the namespace's own mount namespace (gone with it)"
