@@ -13,8 +13,9 @@ For NO_SOCKET the kfree_skb record has no port, so two events of the same instan
 (checked on 6.18): icmp:icmp_send (UDP to a closed port gets ICMP port unreachable, type 3 code 3,
 whose record shows the offending datagram's `to ADDR:PORT`) and tcp:tcp_send_reset with
 reason=NO_SOCKET (its `src` is the closed port). Both are rate-limited by the kernel
-(icmp_ratelimit), so they name ports, not counts. NETFILTER_DROP records show nf_hook_slow as the
-location: the tracepoint has no hook or rule.
+(icmp_ratelimit), so they name ports, not counts. NETFILTER_DROP records show the dropping
+function as the location (nft_do_chain for an nftables rule, seen on 6.18; nf_hook_slow
+otherwise): the tracepoint has no hook or rule.
 
 parse_records() is the parser (text -> records); sample() does the I/O.
 """
