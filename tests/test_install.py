@@ -1,5 +1,6 @@
 """netdrops-collector install/uninstall into a Netdata tree the test lays out."""
 
+import grp
 import io
 import json
 import os
@@ -293,3 +294,104 @@ def test_an_upgrade_over_a_flat_layout_install_removes_its_modules_and_uninstall
     assert r.returncode == 0, r.stderr
     assert tree(root) == before
     assert sorted(d for d, _s, _f in os.walk(root)) == dirs_before
+
+
+SYSTEM_UNITS = "/etc/systemd/system"
+HELPER_UNITS = ("netdrops-reasons.socket", "netdrops-reasons@.service")
+HELPER_SOCKET = "/run/netdrops/reasons.sock"
+
+
+def tracefs_mounts():
+    from netdrops_collector.kernel import tracefs
+    with open("/proc/self/mounts") as f:
+        return tracefs.parse_tracefs_mounts(f.read())
+
+
+def test_install_for_this_host_sets_up_the_helper_and_uninstall_undoes_exactly_that(tmp_path, requires_root):
+    """Units in this host's /etc/systemd/system (systemd is not PID 1 here: install says what to
+    run instead), the socket a --listen helper made, and tracefs: left mounted when it was,
+    mounted and unmounted again when it was not."""
+    from netdrops_collector.kernel import tracefs
+    assert not any(os.path.exists(os.path.join(SYSTEM_UNITS, u)) for u in HELPER_UNITS), "units already installed"
+    assert not os.path.exists(HELPER_SOCKET), "a reasons helper already runs here"
+    dirs = [a for k in ("plugins", "pythond", "config", "lib") for a in ("--{0}-dir".format(k), str(tmp_path / k))]
+    args = dirs + ["--units-dir", SYSTEM_UNITS, "--mode", "plugin", "--netdata-version", "1.37"]
+    manifest_path = tmp_path / "lib" / "install-manifest.json"
+    was_mounted = tracefs.find_root() is not None
+    try:
+        for mounted_before in (True, False):
+            if mounted_before and tracefs.find_root() is None:
+                subprocess.run(["mount", "-t", "tracefs", "nodev", tracefs.DEFAULT_MOUNT], check=True)
+            if not mounted_before and tracefs.find_root() is not None:
+                subprocess.run(["umount", tracefs.DEFAULT_MOUNT], check=True)
+            dry = run("install", "--dry-run", *args)
+            assert dry.returncode == 0, dry.stderr
+            assert ("would mount tracefs" in dry.stderr) != mounted_before
+            r = run("install", *args)
+            assert r.returncode == 0, r.stderr
+            assert "systemd is not running here: start the drop-reasons helper as root from your init system: " \
+                "netdrops-collector reasons-helper --listen /run/netdrops/reasons.sock" in r.stderr
+            manifest = json.loads(manifest_path.read_text())
+            for u in HELPER_UNITS:
+                assert os.path.join(SYSTEM_UNITS, u) in manifest["files"]
+            assert manifest["helper"].get("mounted", []) == ([] if mounted_before else [tracefs.DEFAULT_MOUNT])
+            assert "enabled" not in manifest["helper"]  # no systemd to enable them with
+            assert tracefs.find_root() is not None
+            # What the sentence says to run, killed without its cleanup: its socket is left.
+            helper = subprocess.Popen(["netdrops-collector", "reasons-helper", "--listen", HELPER_SOCKET],
+                                      stderr=subprocess.PIPE, text=True)
+            deadline = time.monotonic() + 10
+            while not os.path.exists(HELPER_SOCKET) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert oct(os.stat(HELPER_SOCKET).st_mode & 0o777) == "0o660"
+            helper.kill()
+            helper.wait(timeout=10)
+            helper.stderr.close()
+            assert os.path.exists(HELPER_SOCKET)
+
+            r = run("uninstall", *dirs, "--units-dir", SYSTEM_UNITS)
+            assert r.returncode == 0, r.stderr
+            assert not any(os.path.exists(os.path.join(SYSTEM_UNITS, u)) for u in HELPER_UNITS)
+            assert not os.path.exists(HELPER_SOCKET) and not os.path.exists(os.path.dirname(HELPER_SOCKET))
+            assert not manifest_path.exists()
+            assert (tracefs.find_root() is not None) == mounted_before
+            assert tree(tmp_path) == []
+    finally:
+        if was_mounted and tracefs.find_root() is None:
+            subprocess.run(["mount", "-t", "tracefs", "nodev", tracefs.DEFAULT_MOUNT], check=False)
+        if not was_mounted and tracefs.find_root() is not None:
+            subprocess.run(["umount", tracefs.DEFAULT_MOUNT], check=False)
+        for u in HELPER_UNITS:
+            if os.path.exists(os.path.join(SYSTEM_UNITS, u)):
+                os.unlink(os.path.join(SYSTEM_UNITS, u))
+
+
+def test_a_listen_helper_removes_its_socket_when_stopped(tmp_path, requires_root):
+    sock = str(tmp_path / "run" / "reasons.sock")
+    helper = subprocess.Popen(["netdrops-collector", "reasons-helper", "--listen", sock], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 10
+    while not os.path.exists(sock) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    st = os.stat(sock)
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, grp.getgrnam("netdata").gr_gid, 0o660)
+    helper.terminate()
+    assert helper.wait(timeout=10) == 0
+    assert "listening on {0}".format(sock) in helper.stderr.read()
+    helper.stderr.close()
+    assert not os.path.exists(sock)
+
+
+def test_openmetrics_and_docker_installs_say_where_the_helper_is(tmp_path):
+    root = layout(tmp_path)
+    assert run("install", "--netdata", str(root), "--mode", "plugin").returncode == 0
+    assert sorted(os.listdir(root / "etc/systemd/system")) == sorted(HELPER_UNITS)
+    r = run("install", "--netdata", str(root), "--mode", "openmetrics", "--netdata-version", "2.11")
+    assert r.returncode == 0, r.stderr
+    assert "run as root counts drop reasons itself; no helper installed" in r.stderr
+    assert os.listdir(root / "etc/systemd/system") == []  # the switch took the units (uninstall, the folders)
+    config = tmp_path / "volume"
+    config.mkdir()
+    r = run("install", "--docker", "--config-dir", str(config))
+    assert r.returncode == 0, r.stderr
+    assert "in Docker the drop-reasons helper must run on the host" in r.stderr
+    assert not [p for p in tree(config) if "netdrops-reasons" in p]
