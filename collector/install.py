@@ -786,5 +786,7 @@ def uninstall(root=None, dry_run=False, docker=False, **dirs):
             os.rmdir(d)
         except OSError:
             pass
+    if manifest.get("helper", {}).get("enabled") and systemd_running():
+        systemctl("daemon-reload")  # the units are gone
     log.info("netdrops removed; restart Netdata to unload it")
     return 0

@@ -64,12 +64,14 @@ def one(settings, section, key):
 
 
 def confined(service):
-    """The service's ExecStart, wrapped the way its unit confines it (setpriv stands in for
-    systemd: bounding set, no inheritable capabilities, no_new_privs)."""
+    """The service's ExecStart, wrapped the way its unit confines it (prlimit and setpriv stand
+    in for systemd: open-file limit, bounding set, no inheritable capabilities, no_new_privs)."""
     caps = one(service, "Service", "CapabilityBoundingSet").split()
     assert one(service, "Service", "NoNewPrivileges") == "yes"
+    nofile = int(one(service, "Service", "LimitNOFILE"))
     bounding = ",".join(["-all"] + ["+" + c.lower()[len("cap_"):] for c in caps])
-    return ["setpriv", "--no-new-privs", "--bounding-set", bounding, "--inh-caps", "-all"] + \
+    return ["prlimit", "--nofile={0}:{0}".format(nofile), "--",
+            "setpriv", "--no-new-privs", "--bounding-set", bounding, "--inh-caps", "-all"] + \
         shlex.split(one(service, "Service", "ExecStart"))
 
 
@@ -254,15 +256,24 @@ def test_helper_is_usage_error_when_not_socket_activated_or_not_root():
         assert os.path.getsize("/etc/hostname") > 0
 
 
-def test_plugin_as_netdata_charts_reasons_through_the_helper(netdata_factory, tracefs_mounted):
-    nd = netdata_factory("reasons")
-    nd.install_netdrops("plugin")
+# The front-end's configuration, pointing it at the test's helper socket.
+FRONT_END_CONFIG = {
+    "plugin": ("netdrops.conf", "update_every: 1\ndrop_reasons_socket: {0}\njobs:\n  - name: local\n"),
+    "python.d": ("python.d/netdrops.conf", "update_every: 1\nlocal:\n  name: local\n  drop_reasons_socket: {0}\n"),
+}
+
+
+@pytest.mark.parametrize("mode", sorted(FRONT_END_CONFIG))
+def test_front_end_as_netdata_charts_reasons_through_the_helper(netdata_factory, tracefs_mounted, mode):
+    nd = netdata_factory("reasons", pythond_modules=["netdrops"] if mode == "python.d" else None)
+    nd.install_netdrops(mode)
     units = os.path.join(nd.collector_lib_dir, "systemd")
     sock = os.path.join(nd.root, "reasons.sock")
-    nd.write_config_file("netdrops.conf", "update_every: 1\ndrop_reasons_socket: {0}\njobs:\n  - name: local\n".format(sock))
+    name, text = FRONT_END_CONFIG[mode]
+    nd.write_config_file(name, text.format(sock))
     with activated(units, sock) as activator:
         nd.start()
-        nd.wait_chart("netdrops.drop_reasons", timeout=60)
+        nd.wait_chart("netdrops.drop_reasons", timeout=90)
         nd.wait_for(lambda: exit_codes(activator), 10, what="the helper's exit")
         assert exit_codes(activator) == [0]  # the plugin connected once and kept the counters
         with tiny_buffer_socket() as address:
