@@ -319,3 +319,71 @@ def check_listen_overflow_seen(nd):
 @pytest.mark.netdata
 def test_listen_queue_overflow_through_the_stock_chart(netdata_factory):
     check_listen_overflow_seen(netdata_factory("stock-listen").start())
+
+
+# -- drop reasons through Netdata --------------------------------------------------------------
+
+@pytest.fixture
+def reasons_helper():
+    """The root helper (collector/reasons_helper.py, --listen: no systemd here) on a socket of this
+    test, group netdata: the plugin, run by Netdata as `netdata`, gets its counters from it."""
+    run_dir = "/run/netdrops-test-{0}".format(os.getpid())
+    os.makedirs(run_dir, exist_ok=True)
+    os.chmod(run_dir, 0o755)
+    path = os.path.join(run_dir, "reasons.sock")
+    helper = subprocess.Popen([sys.executable, "-m", "netdrops_collector.reasons_helper", "--listen", path],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.exists(path) and time.monotonic() < deadline and helper.poll() is None:
+            time.sleep(0.1)
+        if not os.path.exists(path):
+            pytest.fail("the reasons helper did not listen: " + helper.stderr.read().decode())
+        yield path
+    finally:
+        helper.terminate()
+        try:
+            helper.wait(10)
+        except subprocess.TimeoutExpired:
+            helper.kill()
+            helper.wait()
+        helper.stderr.close()
+        for name in os.listdir(run_dir):
+            os.unlink(os.path.join(run_dir, name))
+        os.rmdir(run_dir)
+
+
+@pytest.mark.netdata
+def test_unhandled_protocol_named_from_the_drop_reasons_chart(netdata_factory, reasons_helper, drop_lab):
+    """Frames of an ethertype nothing handles, sent into the lab's veth: the advisor reads
+    netdrops.drop_reasons from a real Netdata 1.37 (its plugin, as `netdata`, counts through the
+    root helper) and names the cause, with no backlog change."""
+    reason_lab = pytest.importorskip("reason_lab")
+    nd = netdata_factory("reasons")
+    nd.install_netdrops()
+    conf = os.path.join(nd.config_dir, "netdrops.conf")
+    with open(conf) as f:
+        text = f.read()
+    with open(conf, "w") as f:
+        f.write("drop_reasons_socket: {0}\n".format(reasons_helper) + text)
+    nd.start()
+    nd.wait_chart(charts.CTX_DROP_REASONS, timeout=60)
+    gen = reason_lab.start(drop_lab, "unhandled_proto", 10)
+    try:
+        nd.wait_for(lambda: "unhandled_proto" in json.dumps(nd.find_charts(charts.CTX_DROP_REASONS)), timeout=30,
+                    what="the unhandled_proto dimension")
+        time.sleep(WINDOW + 2)
+        code, doc = advise_json("--url", nd.url, "--window", str(WINDOW))
+    finally:
+        gen.stop()
+    assert doc["source"]["kind"] == "netdata" and doc["evidence"]["reasons_source"] == "netdata"
+    unhandled = finding(doc, "unhandled_protocol")
+    print("\nunhandled frames via Netdata: made {0}, reasons {1}, confidence {2}".format(
+        gen.made(), {k: v for k, v in doc["evidence"]["reasons"].items() if v}, unhandled["confidence"]))
+    assert code == 1 and unhandled["confirmed_by"][0]["reason"] == "unhandled_proto"
+    assert unhandled["confirmed_by"][0]["per_s"] == pytest.approx(10, rel=0.3)
+    assert unhandled["confidence"] == "high", unhandled["confidence_reason"]
+    assert drop_lab.host_ifname in unhandled["interfaces"]
+    assert "0x88b5" in unhandled["summary"]   # the advisor is local and root: it sampled the records
+    assert "net.core.netdev_max_backlog" not in recommended(doc)
+    assert "unexplained_iface_drops" not in [f["id"] for f in doc["findings"]]
