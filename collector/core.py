@@ -363,7 +363,11 @@ class Collector:
                     continue  # a reason's dimension appears when it first counts
                 chart = self.host_charts["drop_reasons"]
                 dim = chart.add_dim(name)
-                dim_id = dim_ids[name] = dim.id
+                dim_ids[name] = dim.id
                 if self.announced:
                     self.changes.dims_added.append((chart, dim))
+                # Netdata takes an incremental dimension's first value as its base: 0 now and
+                # the total from the next tick shows these drops one tick late, not never.
+                values[dim.id] = 0
+                continue
             values[dim_id] = total

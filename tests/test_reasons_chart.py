@@ -7,6 +7,7 @@ other counters (softnet column 2, Udp RcvbufErrors, the nft rule's counter) or b
 generator itself (frames sent, datagrams sent, overflowed handshakes).
 """
 
+import socket
 import time
 
 import pytest
@@ -49,14 +50,20 @@ def test_each_reason_is_counted_as_made(drop_lab, kind):
     try:
         before = reason_counts(c)
         gen = reason_lab.start(drop_lab, kind, 40)
-        time.sleep(WINDOW)
+        for _ in range(WINDOW):  # ticks, as a front-end makes them
+            time.sleep(1)
+            c.collect()
         gen.stop()
         time.sleep(0.3)  # the last packets in flight
         after = reason_counts(c)
         assert_counted(rise(before, after), gen.made(), kind)
-        # The chart carries the reason's own dimension, added when it first counted.
-        dims = {d.name for d in c.host_charts["drop_reasons"].dims}
-        assert kind in dims
+        # The chart has the reason's own dimension, added when it first counted, with 0 as its
+        # first value (Netdata's base for an incremental dimension) and the totals after it, so
+        # what Netdata sums is every drop: the published value catches up one tick later.
+        dim_id = "drop_reasons_" + kind
+        assert kind in {d.name for d in c.host_charts["drop_reasons"].dims}
+        c.collect()
+        assert c.values[dim_id] == c.reason_totals[kind] >= after[kind]
     finally:
         c.close()
 
@@ -92,6 +99,29 @@ def test_socket_rcvbuff_counts_udp_rcvbuf_errors_and_shows_in_openmetrics(drop_l
         line = [l for l in text.splitlines()
                 if l.startswith('netdrops_drop_reason_packets_total{reason="socket_rcvbuff"}')]
         assert line and float(line[0].split()[-1]) == after["socket_rcvbuff"]
+    finally:
+        c.close()
+
+
+def test_a_new_reason_dimension_starts_at_zero_then_publishes_totals(requires_root, tracefs_mounted):
+    """Netdata's base for a new incremental dimension is its first value: the core sends 0 the
+    tick a reason first counts, so the drops of that tick are not lost in Netdata."""
+    c = collector()
+    try:
+        c.take_changes()
+        rcv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rcv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+        rcv.bind(("127.0.0.1", 0))
+        snd = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for _ in range(300):
+            snd.sendto(b"x" * 200, rcv.getsockname())
+        first = c.collect()
+        added = [dim.name for _chart, dim in c.take_changes().dims_added]
+        assert "socket_rcvbuff" in added and first["drop_reasons_socket_rcvbuff"] == 0
+        assert c.reason_totals["socket_rcvbuff"] >= 290
+        assert c.collect()["drop_reasons_socket_rcvbuff"] == c.reason_totals["socket_rcvbuff"]
+        rcv.close()
+        snd.close()
     finally:
         c.close()
 
