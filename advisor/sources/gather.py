@@ -2,13 +2,10 @@
 parent) or the kernel, and what the local machine adds when the evidence is about itself."""
 
 import ipaddress
-import os
 import socket
-import time
 import urllib.parse
 
-from netdrops_collector import charts as nd_charts
-from netdrops_collector.kernel import links, reasons, sources, tuning
+from netdrops_collector.kernel import links, sources, tuning
 from netdrops_collector.kernel.hostfs import HostFS
 
 from . import hostfacts, kernel_sampler, netdata_source, trace_sample
@@ -38,44 +35,13 @@ def check_node(info, node, where):
 
 def from_netdata(client, window, hostfs=None):
     """Evidence of the client's node (client.node set for a child read through a parent)."""
-    live = None
-    if is_loopback_url(client.base_url) and client.node is None and os.geteuid() == 0 \
-            and nd_charts.CTX_DROP_REASONS not in client.contexts():
-        live = count_reasons_live(window)
     info, mode, windows, labels, alarms, notes = netdata_source.read_node(client, window)
     node = client.node or info.hostname or urllib.parse.urlsplit(client.base_url).hostname
     evidence = netdata_source.build_evidence(node, client.base_url, info, mode, windows, labels, alarms, notes)
     evidence.requests = client.requests
-    if live is not None and evidence.reasons is None:
-        # Netdata's last `window` seconds are the span just counted
-        evidence.notes = [n for n in evidence.notes if n != netdata_source.NO_REASONS_CHART]
-        evidence.reasons, evidence.reasons_source, evidence.reasons_note = live, "kernel", None
-        evidence.source_detail += "; " + LIVE_BESIDE_NETDATA
     if is_loopback_url(client.base_url) and (client.node is None or client.node == _local_hostname(info)):
         enrich_local(evidence, hostfs or HostFS.from_env())
     return evidence
-
-
-LIVE_BESIDE_NETDATA = ("drop reasons counted live over the window by the advisor (Netdata here has no "
-                       "netdrops.drop_reasons chart)")
-
-
-def count_reasons_live(seconds, sleep=time.sleep):
-    """{reason: drops} over the next `seconds`, counted in the kernel (root, on this machine);
-    None when the counters cannot be opened here."""
-    try:
-        counters = reasons.open_local()
-    except reasons.ReasonsUnavailable:
-        return None
-    try:
-        before = counters.read()
-        sleep(seconds)
-        after = counters.read()
-    except OSError:
-        return None
-    finally:
-        counters.close()
-    return {name: float(total - before.get(name, 0)) for name, total in after.items()}
 
 
 def _local_hostname(info):
