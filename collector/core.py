@@ -21,6 +21,7 @@ log = logging.getLogger("netdrops")
 
 ZERO_STATS = (0, 0, 0, 0, 0, 0)
 KIND_DIM_IDS = {kind: "drops_by_kind_" + kind for kind in KINDS}
+_REASONS_UNAVAILABLE_SAID = set()  # why reasons are not counted, as already logged by this process
 
 
 def counter_delta(new, old):
@@ -336,13 +337,16 @@ class Collector:
         try:
             self.reasons = reasons.open_counters(self.cfg["drop_reasons_socket"])
         except reasons.ReasonsUnavailable as error:
-            log.info("drop reasons are not charted: %s", error)
+            # Once per process: a job that fails and is retried makes a collector each time.
+            if str(error) not in _REASONS_UNAVAILABLE_SAID:
+                _REASONS_UNAVAILABLE_SAID.add(str(error))
+                log.info("drop reasons are not charted: %s", error)
             return
         chart = charts.reasons_chart()
         self.host_charts[chart.id] = chart
         self.changes.created.append(chart)
         self.reason_dim_ids = {dim.name: dim.id for dim in chart.dims}
-        log.info("drop reasons: counting %d reasons one by one on %d CPUs (%d descriptors, from %s)",
+        log.debug("drop reasons: counting %d reasons one by one on %d CPUs (%d descriptors, from %s)",
                  len(self.reasons.names), len(self.reasons.groups), self.reasons.fds, self.reasons.origin)
 
     def _collect_reasons(self, values):
