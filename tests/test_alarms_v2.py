@@ -623,3 +623,129 @@ def test_openmetrics_alarms_on_go_d_prometheus_charts_with_lab_drops(netdata_v2_
     finally:
         _rc, err = exporter.stop()
     assert "Traceback" not in err, err
+
+
+# -- leaving one interface out: the advisor's exact lines -------------------------------------
+
+def test_advisors_alarm_roles_are_the_shipped_files():
+    """The advisor writes its exclusion lines from diagnosis.ALARMS_BY_ROLES: each alarm there has
+    exactly that role list, in that order, on its `families:` (1.37) and `chart labels:` (v2) line,
+    and every interface alarm that notifies anyone is in the table."""
+    from netdrops_advisor.diagnose import diagnosis
+    from test_alarms import HEALTH_FILE
+    v137 = by_name(parse_health(HEALTH_FILE))
+    for names, roles in diagnosis.ALARMS_BY_ROLES:
+        for name in names:
+            assert V2[name]["chart labels"] == "role=" + " ".join(roles), name
+            assert v137[name]["families"] == " ".join(r + "/*" for r in roles), name
+    for entities in (V2, v137):
+        notifying = {name for name, e in entities.items()
+                     if e["on"].startswith("netdrops.iface_") and e.get("to") != "silent"}
+        assert notifying == set(diagnosis.INTERFACE_ALARMS)
+
+
+# (device, role) of the charts the exclusion is checked on: two of a role per side, one of each
+# left out by the advice, every other alarmed role once, and a wifi interface (no alarm)
+EXCLUSION_DEVICES = [("ndeth0", "physical"), ("ndeth1", "physical"), ("ndbond0", "bond"), ("ndvlan0", "vlan"),
+                     ("ndbr0", "bridge"), ("ndother0", "other"), ("ndveth0", "veth"), ("ndveth1", "veth"),
+                     ("ndtun0", "tun"), ("ndwlan0", "wifi")]
+EXCLUSION_PLUGIN = r"""#!/usr/bin/python3
+import sys, time
+devices = %r
+for dev, role in devices:
+    for what, ctx, dims in (("drops", "netdrops.iface_drops", ("inbound", "outbound")),
+                            ("packets", "netdrops.iface_packets", ("received", "dropped"))):
+        print("CHART netdrops_adv.iface_%%s_%%s '' '%%s' 'packets/s' '%%s/%%s' '%%s' line 1 1 '' 'ndadv.plugin' 'adv'"
+              %% (dev, what, what, role, dev, ctx))
+        print("CLABEL 'device' '%%s' 1\nCLABEL 'kind' '%%s' 1\nCLABEL 'role' '%%s' 1\nCLABEL_COMMIT" %% (dev, role, role))
+        for dim in dims:
+            print("DIMENSION '%%s' '%%s' incremental 1 1" %% (dim, dim))
+n = 0
+while True:
+    n += 1
+    for dev, _role in devices:
+        print("BEGIN netdrops_adv.iface_%%s_drops\nSET 'inbound' = %%d\nSET 'outbound' = 0\nEND" %% (dev, n))
+        print("BEGIN netdrops_adv.iface_%%s_packets\nSET 'received' = %%d\nSET 'dropped' = %%d\nEND" %% (dev, 100 * n, n))
+    sys.stdout.flush()
+    time.sleep(1)
+""" % (EXCLUSION_DEVICES,)
+
+
+def with_line(text, names, line):
+    """A health file's text with `line` ("key: value") in place of that key's line in the named
+    alarms, as a user edits it (the file's colon column kept)."""
+    key, _, value = line.partition(":")
+    out, current = [], None
+    for raw in text.splitlines(True):
+        head, sep, rest = raw.partition(":")
+        if sep and head.strip() in ("alarm", "template"):
+            current = rest.strip()
+        if current in names and sep and head.strip() == key:
+            raw = "{0}: {1}\n".format(head, value.strip())
+        out.append(raw)
+    return "".join(out)
+
+
+@pytest.mark.parametrize("version", ["1.37", "v2.11"])
+def test_unhandled_protocol_advice_leaves_out_only_the_named_interfaces(version, request):
+    """The advisor's unhandled_protocol finding names the exact `families:` (1.37) and `chart
+    labels:` (1.38+, v2) lines that keep the interface alarms off the interfaces receiving the
+    harmless frames. Applied to the shipped file as written, the real agent puts each alarm on every
+    chart of its roles except those interfaces' (here one physical and one veth interface; wifi
+    has no alarm and the advice says so), and changes nothing else."""
+    from netdrops_advisor.diagnose import diagnosis
+    from netdrops_advisor.diagnose.evidence import IfaceEvidence
+    from test_advisor_support import evidence, nic, veth
+    from test_alarms import HEALTH_FILE, expected_names_on as expected_names_on_137
+    excluded = {"ndeth0", "ndveth0"}
+    ev = evidence(interfaces=[nic("ndeth0", inbound=30.0, rx=900.0), veth("ndveth0", inbound=20.0, rx=900.0),
+                              IfaceEvidence(name="ndwlan0", kind="physical", role="wifi", inbound_drops=10.0)])
+    ev.reasons = {"unhandled_proto": 60.0, "other": 0.0}
+    det = diagnosis.detect_unhandled_protocol(ev, dict(target_drops_per_s=0.5, reasons_agree_share=0.8))
+    advice = det.beyond_tuning
+    assert "No netdrops alarm watches ndwlan0" in advice
+    key = "families" if version == "1.37" else "chart labels"
+    path = HEALTH_FILE if version == "1.37" else HEALTH_FILE_V2
+    with open(path) as f:
+        text = f.read()
+    for names, _roles in diagnosis.ALARMS_BY_ROLES:
+        advised = re.search(r"To leave [^:]* out of {0}: .*?`({1}: [^`]*)`".format(
+            re.escape(" and ".join(names)), key), advice)
+        assert advised, (names, advice)
+        text = with_line(text, set(names), advised.group(1))
+    factory = request.getfixturevalue("netdata_factory" if version == "1.37" else "netdata_v2_factory")
+    nd = factory("exclusion-" + version)
+    edited = parse_health(nd.write_config_file("health.d/netdrops.conf", text))
+    changed = {a.get("template") for a, b in zip(parse_health(path), edited) if a != b}
+    assert changed == set(diagnosis.INTERFACE_ALARMS), "the advice's lines did not replace exactly theirs"
+    nd.add_plugin("ndadv", EXCLUSION_PLUGIN)
+    nd.start()
+    nd.wait_for(lambda: len([c for c in nd.charts() if c.startswith("netdrops_adv.")]) == 2 * len(EXCLUSION_DEVICES),
+                30, what="the exclusion charts")
+    listed = {cid: c for cid, c in nd.charts().items() if cid.startswith("netdrops_adv.")}
+    expected = {}
+    for cid, chart in listed.items():
+        # what the shipped file puts there (no CPU charts here: no foreach names)
+        names = expected_names_on(chart, V2) if version != "1.37" else expected_names_on_137(chart, [])
+        if chart["family"].split("/", 1)[1] in excluded:
+            names -= set(diagnosis.INTERFACE_ALARMS)
+        if names:
+            expected[cid] = names
+
+    def linked():
+        got = {cid: names for cid, names in alarms_by_chart(ours(nd.alarms())).items() if cid in listed}
+        return got if got == expected else None
+    try:
+        nd.wait_for(linked, 30, interval=1, what="the alarms on their charts")
+    except Exception:
+        got = {cid: names for cid, names in alarms_by_chart(ours(nd.alarms())).items() if cid in listed}
+        assert got == expected
+        raise
+    by_chart = alarms_by_chart(ours(nd.alarms()))
+    # spelled out: the other interfaces of the excluded ones' roles keep their alarms
+    assert by_chart["netdrops_adv.iface_ndeth1_drops"] == {"netdrops_host_inbound_drops"}
+    assert by_chart["netdrops_adv.iface_ndveth1_drops"] == {"netdrops_container_inbound_drops"}
+    assert "netdrops_adv.iface_ndeth0_drops" not in by_chart and "netdrops_adv.iface_ndveth0_drops" not in by_chart
+    assert by_chart["netdrops_adv.iface_ndeth0_packets"] == {"netdrops_10m_arriving_packets"}
+    if version != "1.37":
+        assert log_problems(nd, ("netdrops", "ndadv")) == []
