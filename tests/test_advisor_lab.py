@@ -136,6 +136,11 @@ def test_udp_receiver_that_does_not_keep_up_gets_socket_buffers_not_backlog(netd
     assert "net.core.netdev_max_backlog" not in settings
     row = {c["metric"]: c for c in doc["success_criteria"]}["UDP receive-buffer errors"]
     assert row["now"] == pytest.approx(kernel.udp_rcvbuf_errors / kernel.when, rel=0.3)
+    # This Netdata's plugin runs as `netdata` with no helper, so it charts no drop reasons: the
+    # advisor, root on the same host, counted them live for a few seconds and says so.
+    assert doc["evidence"]["reasons_source"] == "kernel"
+    assert "drop reasons counted live by the advisor" in doc["source"]["detail"]
+    assert overrun["reasons_agree"] is True and overrun["confirmed_by"][0]["reason"] == "socket_rcvbuff"
 
 
 # -- no Netdata: the kernel itself -------------------------------------------------------------

@@ -2,10 +2,12 @@
 parent) or the kernel, and what the local machine adds when the evidence is about itself."""
 
 import ipaddress
+import os
 import socket
+import time
 import urllib.parse
 
-from netdrops_collector.kernel import links, sources, tuning
+from netdrops_collector.kernel import links, reasons, sources, tuning
 from netdrops_collector.kernel.hostfs import HostFS
 
 from . import hostfacts, kernel_sampler, netdata_source, trace_sample
@@ -40,8 +42,60 @@ def from_netdata(client, window, hostfs=None):
     evidence = netdata_source.build_evidence(node, client.base_url, info, mode, windows, labels, alarms, notes)
     evidence.requests = client.requests
     if is_loopback_url(client.base_url) and (client.node is None or client.node == _local_hostname(info)):
+        add_live_reasons(evidence)
         enrich_local(evidence, hostfs or HostFS.from_env())
     return evidence
+
+
+# Without netdrops.drop_reasons, the advisor (root, on the machine itself) counts the reasons
+# live: for at most this long, not Netdata's whole window, so a run waits seconds, not a minute.
+LIVE_REASONS_SECONDS = 10.0
+
+
+def drops_to_explain(evidence):
+    """Whether the window shows drops that reasons could explain."""
+    counts = [i.inbound_drops for i in evidence.interfaces] + [c.dropped for c in evidence.cpus]
+    counts += list(evidence.sockets.values())
+    return any(count for count in counts if count)
+
+
+def add_live_reasons(evidence):
+    """Reasons for a window Netdata has none for: counted in the kernel over the next seconds and
+    scaled to the window (drops of a few per second are steady; the report says it was done)."""
+    if evidence.reasons is not None or os.geteuid() != 0 or not drops_to_explain(evidence):
+        return
+    seconds = min(LIVE_REASONS_SECONDS, evidence.window_seconds)
+    if seconds <= 0:
+        return
+    counted = count_reasons_live(seconds)
+    if isinstance(counted, str):  # why they could not be counted here
+        evidence.reasons_note = "{0} Counting them live failed too: {1}".format(evidence.reasons_note or "", counted)
+        return
+    scale = evidence.window_seconds / seconds
+    evidence.reasons = {name: count * scale for name, count in counted.items()}
+    evidence.reasons_source = "kernel"
+    evidence.reasons_note = None
+    evidence.notes = [n for n in evidence.notes if n != netdata_source.NO_REASONS_CHART]
+    evidence.source_detail += ("; drop reasons counted live by the advisor for {0:g} s after Netdata's window "
+                               "(Netdata has no netdrops.drop_reasons chart) and scaled to it".format(seconds))
+
+
+def count_reasons_live(seconds):
+    """{reason: drops} over the next `seconds`, counted in the kernel; a sentence when the counters
+    cannot be opened here."""
+    try:
+        counters = reasons.open_local()
+    except reasons.ReasonsUnavailable as error:
+        return str(error)
+    try:
+        before = counters.read()
+        time.sleep(seconds)
+        after = counters.read()
+    except OSError as error:
+        return "reading the counters failed ({0})".format(error.strerror or error)
+    finally:
+        counters.close()
+    return {name: float(total - before.get(name, 0)) for name, total in after.items()}
 
 
 def _local_hostname(info):
