@@ -350,10 +350,10 @@ def mount_tracefs(dry_run):
     if dry_run:
         log.info("would mount tracefs at %s", tracefs.DEFAULT_MOUNT)
         return None
-    done = subprocess.run(["mount", "-t", "tracefs", "nodev", tracefs.DEFAULT_MOUNT], capture_output=True, text=True)
-    if done.returncode != 0:
+    failed = tracefs.mount()
+    if failed:
         log.warning("could not mount tracefs at %s (%s): drop reasons stay off until it is mounted",
-                    tracefs.DEFAULT_MOUNT, done.stderr.strip())
+                    tracefs.DEFAULT_MOUNT, failed)
         return None
     log.info("mounted tracefs at %s (the drop reasons' names are read from it); to mount it at boot, add "
              "`%s` to /etc/fstab (systemd does it itself: sys-kernel-tracing.mount)", tracefs.DEFAULT_MOUNT, TRACEFS_FSTAB)
@@ -421,11 +421,11 @@ def tear_down_helper(state, dry_run):
         if dry_run:
             log.info("would unmount tracefs at %s (install mounted it)", point)
             continue
-        done = subprocess.run(["umount", point], capture_output=True, text=True)
-        if done.returncode == 0:
+        failed = tracefs.unmount(point)
+        if failed is None:
             log.info("unmounted tracefs at %s (install had mounted it)", point)
         else:
-            log.warning("left tracefs mounted at %s: %s", point, done.stderr.strip())
+            log.warning("left tracefs mounted at %s: %s", point, failed)
     if not dry_run:
         for d in state.get("runtime", []):
             if not d.endswith(".sock"):

@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+import reason_lab
+
 from conftest import unavailable
 from lab import DEFAULT_PORT, HEAVY, RPS_TARGET_CPU, SEED, UDP_OVERRUN
 from netdatad import NETDATA_BIN, NetdataFactory
@@ -138,7 +140,7 @@ def test_udp_receiver_that_does_not_keep_up_gets_socket_buffers_not_backlog(netd
     assert row["now"] == pytest.approx(kernel.udp_rcvbuf_errors / kernel.when, rel=0.3)
     # This Netdata's plugin runs as `netdata` with no helper, so it charts no drop reasons: the
     # advisor, root on the same host, counted them live for a few seconds and says so.
-    assert doc["evidence"]["reasons_source"] == "kernel"
+    assert doc["evidence"]["reasons_source"] == "kernel", (doc["notes"], doc["evidence"].get("reasons_note"))
     assert "drop reasons counted live by the advisor" in doc["source"]["detail"]
     assert overrun["reasons_agree"] is True and overrun["confirmed_by"][0]["reason"] == "socket_rcvbuff"
 
@@ -359,11 +361,10 @@ def reasons_helper():
 
 
 @pytest.mark.netdata
-def test_unhandled_protocol_named_from_the_drop_reasons_chart(netdata_factory, reasons_helper, drop_lab):
+def test_unhandled_protocol_named_from_the_drop_reasons_chart(netdata_factory, tracefs_mounted, reasons_helper, drop_lab):
     """Frames of an ethertype nothing handles, sent into the lab's veth: the advisor reads
     netdrops.drop_reasons from a real Netdata 1.37 (its plugin, as `netdata`, counts through the
     root helper) and names the cause, with no backlog change."""
-    reason_lab = pytest.importorskip("reason_lab")
     nd = netdata_factory("reasons")
     nd.install_netdrops()
     conf = os.path.join(nd.config_dir, "netdrops.conf")

@@ -16,6 +16,7 @@ from netdrops_advisor.diagnose.evidence import CpuEvidence, ReasonSample
 from netdrops_advisor.report import build_report
 from netdrops_advisor import render
 from netdrops_advisor.sources import trace_sample
+import reason_lab
 from netdrops_collector.kernel import dropreasons, tracefs
 
 ADVISOR = [sys.executable, "-m", "netdrops_advisor.cli"]
@@ -131,29 +132,14 @@ def test_records_parse_into_ethertypes_functions_and_closed_ports():
 
 # -- the real kernel ---------------------------------------------------------------------------
 
-root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
-
-
-@pytest.fixture
-def tracefs_root():
-    """tracefs, mounted for the test when it is not (and unmounted after)."""
-    root = tracefs.find_root()
-    mounted = False
-    if root is None:
-        subprocess.run(["mount", "-t", "tracefs", "nodev", tracefs.DEFAULT_MOUNT], check=True)
-        root, mounted = tracefs.DEFAULT_MOUNT, True
-    try:
-        yield root
-    finally:
-        if mounted:
-            subprocess.run(["umount", tracefs.DEFAULT_MOUNT], check=True)
+root_only = pytest.mark.usefixtures("requires_root")  # fails in CI, which runs as root, instead of skipping
 
 
 @root_only
-def test_a_real_sample_names_the_ethertype_and_the_closed_port_and_leaves_tracefs_as_found(tracefs_root):
+def test_a_real_sample_names_the_ethertype_and_the_closed_port_and_leaves_tracefs_as_found(tracefs_mounted):
     import socket
     import threading
-    instances = os.path.join(tracefs_root, "instances")
+    instances = os.path.join(tracefs_mounted, "instances")
     before = sorted(os.listdir(instances))
     pair = ("ndts{0}a".format(os.getpid() % 10000), "ndts{0}b".format(os.getpid() % 10000))
     subprocess.run(["ip", "link", "add", pair[0], "type", "veth", "peer", "name", pair[1]], check=True)
@@ -189,8 +175,8 @@ def test_a_real_sample_names_the_ethertype_and_the_closed_port_and_leaves_tracef
 
 
 @root_only
-def test_a_stopped_sample_still_removes_its_instance(tracefs_root, monkeypatch):
-    instances = os.path.join(tracefs_root, "instances")
+def test_a_stopped_sample_still_removes_its_instance(tracefs_mounted, monkeypatch):
+    instances = os.path.join(tracefs_mounted, "instances")
     before = sorted(os.listdir(instances))
 
     def interrupted(*args):
@@ -280,7 +266,6 @@ LAB_CAUSES = {
 @pytest.mark.lab
 @pytest.mark.parametrize("kind", sorted(LAB_CAUSES))
 def test_each_reason_made_for_real_gets_its_cause_and_no_backlog_change(drop_lab, kind):
-    reason_lab = pytest.importorskip("reason_lab")
     gen = reason_lab.start(drop_lab, kind, 20)
     try:
         time.sleep(2)
@@ -303,6 +288,28 @@ def test_each_reason_made_for_real_gets_its_cause_and_no_backlog_change(drop_lab
     if kind == "netfilter_drop":
         # nftables rules drop in nft_do_chain (seen on 6.18); iptables in nf_hook_slow
         assert any("nft_do_chain" in line or "nf_hook_slow" in line for line in finding["evidence"]), finding["evidence"]
+
+
+def test_without_tracefs_the_advisor_mounts_it_for_its_run_and_unmounts_it(drop_lab):
+    """A fresh machine has no tracefs mounted: the advisor, root on it, mounts tracefs for its
+    run, counts the reasons and samples them, and leaves tracefs unmounted, as it found it."""
+    was_mounted = tracefs.find_root() is not None
+    if was_mounted:
+        subprocess.run(["umount", tracefs.DEFAULT_MOUNT], check=True)
+    try:
+        gen = reason_lab.start(drop_lab, "unhandled_proto", 20)
+        try:
+            time.sleep(2)
+            doc = advise_kernel(WINDOW)
+        finally:
+            gen.stop()
+        assert tracefs.find_root() is None, "the advisor left tracefs mounted"
+    finally:
+        if was_mounted:
+            subprocess.run(["mount", "-t", "tracefs", "nodev", tracefs.DEFAULT_MOUNT], check=True)
+    assert any("mounted it at {0} for this run".format(tracefs.DEFAULT_MOUNT) in n for n in doc["notes"]), doc["notes"]
+    finding = found(doc)["unhandled_protocol"]
+    assert finding["confidence"] == "high" and "0x88b5" in finding["summary"]
 
 
 # -- a namespace without a name ----------------------------------------------------------------

@@ -18,6 +18,8 @@ import time
 
 import pytest
 
+from conftest import unavailable
+
 from netdatad import session_pids
 from netdrops_collector.kernel import reasons
 from test_collector_netdata import data_sum
@@ -80,7 +82,7 @@ def installed():
     """`netdrops-collector install --mode plugin` into directories the netdata user can reach;
     the helper's units land beside the library (LIB/systemd). Uninstalled after."""
     if os.geteuid() != 0:
-        pytest.skip("needs root")
+        unavailable("needs root")
     root = tempfile.mkdtemp(prefix="netdrops-helper-")
     os.chmod(root, 0o755)
     dirs = {k: os.path.join(root, k) for k in ("plugins", "pythond", "config", "lib")}

@@ -176,6 +176,7 @@ def sample(names, seconds=MAX_SECONDS, limit=MAX_RECORDS, root=None, clock=time.
     undo = _sigterm_as_exit()
     fd = None
     chunks, started = [], clock()
+    failed = None  # why the sample failed, said instead of records
     try:
         instance.make()
         instance.enable("skb", "kfree_skb", " || ".join("reason == {0}".format(n) for n in numbers))
@@ -199,20 +200,25 @@ def sample(names, seconds=MAX_SECONDS, limit=MAX_RECORDS, root=None, clock=time.
                 if text.count("kfree_skb:") >= limit:
                     break
     except OSError as error:
-        return ReasonSample(reasons=list(names), note="no detail sample: {0} ({1})".format(
-            error.strerror or error, getattr(error, "filename", None) or root))
+        failed = "no detail sample: {0} ({1})".format(error.strerror or error,
+                                                      getattr(error, "filename", None) or root)
     finally:
         if fd is not None:
             os.close(fd)   # before rmdir: an instance with trace_pipe open is busy
         try:
             instance.remove()
+        except OSError as error:  # said, never a traceback: the user can remove it by hand
+            failed = "; ".join(x for x in (failed, "the tracefs instance {0} could not be removed ({1}): "
+                                           "rmdir it".format(instance.path, error.strerror or error)) if x)
         finally:
             undo()
+    if failed and not chunks:
+        return ReasonSample(reasons=list(names), note=failed)
     took = clock() - started
     records = parse_records(b"".join(chunks).decode("utf-8", "replace"))
     kfree = [r for r in records if r.event == "kfree_skb"][:limit]
     others = [r for r in records if r.event != "kfree_skb"]
-    note = "; ".join(notes) if notes else None
+    note = "; ".join(notes + ([failed] if failed else [])) or None
     if len(kfree) >= limit:
         note = "; ".join(x for x in (note, "stopped at {0} records".format(limit)) if x)
     return summarise(kfree + others, names, took, limit, note)
