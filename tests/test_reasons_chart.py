@@ -39,6 +39,17 @@ def rise(before, after):
     return {name: after[name] - before.get(name, 0) for name in after}
 
 
+def preset_window(c, lab, traffic, seconds):
+    """A lab preset running, then `seconds` of it: (reasons counted, the kernel's own counters'
+    rise, reason totals at the end)."""
+    lab.run_traffic(traffic)
+    time.sleep(1)
+    before, k_before = reason_counts(c), lab.kernel_counters()
+    time.sleep(seconds)
+    after, k_after = reason_counts(c), lab.kernel_counters()
+    return rise(before, after), k_after.minus(k_before), after
+
+
 def assert_counted(counted, made, reason):
     assert made > 20, "the lab made too few {0} drops to judge: {1}".format(reason, made)
     assert abs(counted[reason] - made) <= 0.1 * made, (reason, counted[reason], made, counted)
@@ -71,13 +82,8 @@ def test_each_reason_is_counted_as_made(drop_lab, kind):
 def test_cpu_backlog_counts_softnet_drops(drop_lab):
     c = collector()
     try:
-        drop_lab.run_traffic(droplab.INCIDENT)
-        time.sleep(1)
-        before, k_before = reason_counts(c), drop_lab.kernel_counters()
-        time.sleep(WINDOW * 2)
-        after, k_after = reason_counts(c), drop_lab.kernel_counters()
-        counted = rise(before, after)
-        made = sum(k_after.minus(k_before).softnet_dropped.values())
+        counted, kernel, _after = preset_window(c, drop_lab, droplab.INCIDENT, WINDOW * 2)
+        made = sum(kernel.softnet_dropped.values())
         assert_counted(counted, made, "cpu_backlog")
         assert counted["socket_rcvbuff"] == 0
     finally:
@@ -87,13 +93,8 @@ def test_cpu_backlog_counts_softnet_drops(drop_lab):
 def test_socket_rcvbuff_counts_udp_rcvbuf_errors_and_shows_in_openmetrics(drop_lab):
     c = collector()
     try:
-        drop_lab.run_traffic(droplab.UDP_OVERRUN)
-        time.sleep(1)
-        before, k_before = reason_counts(c), drop_lab.kernel_counters()
-        time.sleep(WINDOW)
-        after, k_after = reason_counts(c), drop_lab.kernel_counters()
-        counted = rise(before, after)
-        assert_counted(counted, k_after.minus(k_before).udp_rcvbuf_errors, "socket_rcvbuff")
+        counted, kernel, after = preset_window(c, drop_lab, droplab.UDP_OVERRUN, WINDOW)
+        assert_counted(counted, kernel.udp_rcvbuf_errors, "socket_rcvbuff")
         assert counted["cpu_backlog"] == 0  # backlog 1000: no backlog drop, and none claimed
         text = openmetrics.render(list(c.host_charts.values()), c.values, openmetrics=True)
         line = [l for l in text.splitlines()

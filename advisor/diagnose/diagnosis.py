@@ -203,6 +203,12 @@ def reason_label(name):
     return name.upper()
 
 
+def _reason_line(ev, name, count):
+    """'kernel drop reason NAME: N (r/s) in the window': a reason's count as evidence."""
+    return "kernel drop reason {0}: {1} ({2}) in the window".format(
+        reason_label(name), fmt_count(count), fmt_rate(ev.rate(count)))
+
+
 def _confirm(ev, name, counted, counter_label, agree_share):
     """A drop reason against the counter a finding rests on: (evidence line or None, agrees:
     True/False, or None when reasons are not counted, {reason: drops})."""
@@ -211,9 +217,8 @@ def _confirm(ev, name, counted, counter_label, agree_share):
         return None, None, {}
     counted = counted or 0.0
     agrees = _agree(count, counted, agree_share)
-    line = "kernel drop reason {0}: {1} ({2}) in the window, {3} {4}: {5}".format(
-        reason_label(name), fmt_count(count), fmt_rate(ev.rate(count)), counter_label, fmt_count(counted),
-        "they agree" if agrees else "they disagree")
+    line = "{0}, {1} {2}: {3}".format(_reason_line(ev, name, count), counter_label, fmt_count(counted),
+                                       "they agree" if agrees else "they disagree")
     return line, agrees, {name: count}
 
 
@@ -648,8 +653,7 @@ def detect_unhandled_protocol(ev, th):
     count = _reason(ev, "unhandled_proto")
     if count is None or ev.rate(count) < floor:
         return None
-    lines = ["kernel drop reason UNHANDLED_PROTO: {0} ({1}) in the window: frames whose protocol nothing "
-             "on this host handles".format(fmt_count(count), fmt_rate(ev.rate(count)))]
+    lines = [_reason_line(ev, "unhandled_proto", count) + ": frames whose protocol nothing on this host handles"]
     backlog = ev.total("dropped") or 0
     receivers = _receivers(ev, floor)
     # the interfaces' drops other than the backlog's are the candidates
@@ -716,7 +720,7 @@ def detect_netfilter_drop(ev, th):
     count = _reason(ev, "netfilter_drop")
     if count is None or ev.rate(count) < floor:
         return None
-    lines = ["kernel drop reason NETFILTER_DROP: {0} ({1}) in the window".format(fmt_count(count), fmt_rate(ev.rate(count)))]
+    lines = [_reason_line(ev, "netfilter_drop", count)]
     sample_lines, locations = _sample_lines(ev, "netfilter_drop", "locations")
     lines += sample_lines
     for where, n in _top(locations)[:3]:
@@ -742,7 +746,7 @@ def detect_no_socket(ev, th):
     count = _reason(ev, "no_socket")
     if count is None or ev.rate(count) < floor:
         return None
-    lines = ["kernel drop reason NO_SOCKET: {0} ({1}) in the window".format(fmt_count(count), fmt_rate(ev.rate(count)))]
+    lines = [_reason_line(ev, "no_socket", count)]
     sample_lines, locations = _sample_lines(ev, "no_socket", "locations")
     lines += sample_lines
     ports = _ports(ev, "no_socket")
@@ -778,7 +782,7 @@ def detect_qdisc_drop(ev, th):
     if not _moved(count, min_events):
         return None
     senders = sorted((i for i in ev.interfaces if _moved(i.outbound_drops, min_events)), key=lambda i: -i.outbound_drops)
-    lines = ["kernel drop reason QDISC_DROP: {0} ({1}) in the window".format(fmt_count(count), fmt_rate(ev.rate(count)))]
+    lines = [_reason_line(ev, "qdisc_drop", count)]
     for iface in senders[:5]:
         lines.append("{0}: {1} outbound drops ({2})".format(_where_iface(iface), fmt_count(iface.outbound_drops),
                                                             fmt_rate(ev.rate(iface.outbound_drops))))
@@ -798,7 +802,7 @@ def detect_full_ring(ev, th):
     lossy = sorted((i for i in ev.interfaces if i.kind in ("veth", "tun")
                     and (_moved(i.inbound_drops, min_events) or _moved(i.outbound_drops, min_events))),
                    key=lambda i: -((i.inbound_drops or 0) + (i.outbound_drops or 0)))
-    lines = ["kernel drop reason FULL_RING: {0} ({1}) in the window".format(fmt_count(count), fmt_rate(ev.rate(count)))]
+    lines = [_reason_line(ev, "full_ring", count)]
     for iface in lossy[:5]:
         lines.append("{0}: {1} inbound, {2} outbound drops".format(
             _where_iface(iface), fmt_count(iface.inbound_drops), fmt_count(iface.outbound_drops)))
@@ -817,8 +821,7 @@ def detect_memory_pressure(ev, th):
     if not moved:
         return None
     total = sum(moved.values())
-    lines = ["kernel drop reason {0}: {1} ({2}) in the window".format(reason_label(name), fmt_count(c), fmt_rate(ev.rate(c)))
-             for name, c in moved.items()]
+    lines = [_reason_line(ev, name, c) for name, c in moved.items()]
     if "proto_mem" in moved:
         lines.append("PROTO_MEM: a protocol's memory limit was reached (net.ipv4.udp_mem or tcp_mem, in pages); "
                      "/proc/net/sockstat shows what the protocols hold now")
